@@ -1,0 +1,59 @@
+/*
+ * kinfer: the multi-call binary. This file only dispatches to subcommands; each one lives
+ * with the code it drives (STYLE.md: main.c stays thin).
+ */
+#include "kf_cmds.h"
+#include "kf_version.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Subcommand entry points, implemented in their own folders. */
+
+static int
+kf_cmd_version(int argc, char **argv)
+{
+    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        printf("Usage: kinfer version\n\nPrints the kinfer version and build features.\n");
+        return 0;
+    }
+    printf("kinfer %s\nfeatures: %s\n", KF_VERSION, KF_FEATURES);
+    return 0;
+}
+
+const kf_cmd_t kf_cmds[] = {
+    {"version", kf_cmd_version, "print the version and build features"},
+    {NULL, NULL, NULL},
+};
+
+static void
+kf_usage(FILE *fp)
+{
+    fprintf(fp, "Usage: kinfer <command> [options]\n\n"
+                "kinfer is a Kafka-driven batch and stream LLM inference pipeline.\n\n"
+                "Commands:\n");
+    for (const kf_cmd_t *c = kf_cmds; c->name; c++)
+        fprintf(fp, "  %-14s %s\n", c->name, c->summary);
+    fprintf(fp, "\nRun `kinfer <command> --help` for a command's options.\n");
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc < 2) {
+        kf_usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        kf_usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version"))
+        return kf_cmd_version(1, argv + 1);
+    for (const kf_cmd_t *c = kf_cmds; c->name; c++)
+        if (!strcmp(argv[1], c->name))
+            return c->run(argc - 1, argv + 1);
+    fprintf(stderr, "kinfer: unknown command '%s'\n\n", argv[1]);
+    kf_usage(stderr);
+    return 2;
+}
