@@ -1,7 +1,7 @@
 # Writes OUT: a C file with every DIR/*.avsc as {name, json} in kf_schema_sources[].
 file(GLOB avsc_files ${DIR}/*.avsc)
 list(SORT avsc_files)
-set(body "/* Generated from schemas/*.avsc by schemas/embed.cmake. Do not edit. */\n")
+set(body "/* Generated from the .avsc files in schemas/ by schemas/embed.cmake. Do not edit. */\n")
 string(APPEND body "#include <stddef.h>\n\nstruct kf_schema_source { const char *file; const char *json; };\n")
 string(APPEND body "const struct kf_schema_source kf_schema_sources[] = {\n")
 set(count 0)
