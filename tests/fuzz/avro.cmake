@@ -9,6 +9,6 @@ if(KF_FUZZ)
     file(MAKE_DIRECTORY ${_kf_fuzz_avro_work})
     kf_add_test(NAME fuzz_avro LABELS fuzz TIMEOUT 120
         COMMAND $<TARGET_FILE:fuzz_avro>
-        ARGS -max_total_time=20 -rss_limit_mb=2048 -timeout=10 -max_len=4096
+        ARGS -max_total_time=20 -rss_limit_mb=2048 -timeout=10 -max_len=4096 -error_exitcode=1
              ${_kf_fuzz_avro_work} ${CMAKE_CURRENT_LIST_DIR}/corpus/avro)
 endif()

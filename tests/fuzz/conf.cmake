@@ -11,7 +11,7 @@ if(KF_FUZZ)
         file(MAKE_DIRECTORY ${_kf_fz_work})
         kf_add_test(NAME fuzz_${_kf_fz} LABELS fuzz TIMEOUT 120
             COMMAND $<TARGET_FILE:fuzz_${_kf_fz}>
-            ARGS -max_total_time=20 -rss_limit_mb=2048 -timeout=10 -max_len=4096
+            ARGS -max_total_time=20 -rss_limit_mb=2048 -timeout=10 -max_len=4096 -error_exitcode=1
                  ${_kf_fz_work} ${CMAKE_CURRENT_LIST_DIR}/corpus/${_kf_fz})
     endforeach()
 endif()
