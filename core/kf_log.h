@@ -41,16 +41,16 @@ int kf_log_enabled(kf_log_level_t level);
 void kf_log_write(kf_log_level_t level, const char *subsys, const char *kv, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-#define kf_log(level, subsys, ...)                                                                 \
-    do {                                                                                           \
-        if (kf_log_enabled(level))                                                                 \
-            kf_log_write(level, subsys, NULL, __VA_ARGS__);                                        \
+#define kf_log(level, subsys, ...)                          \
+    do {                                                    \
+        if (kf_log_enabled(level))                          \
+            kf_log_write(level, subsys, NULL, __VA_ARGS__); \
     } while (0)
 
-#define kf_logkv(level, subsys, kv, ...)                                                           \
-    do {                                                                                           \
-        if (kf_log_enabled(level))                                                                 \
-            kf_log_write(level, subsys, kv, __VA_ARGS__);                                          \
+#define kf_logkv(level, subsys, kv, ...)                  \
+    do {                                                  \
+        if (kf_log_enabled(level))                        \
+            kf_log_write(level, subsys, kv, __VA_ARGS__); \
     } while (0)
 
 #endif /* KF_LOG_H */

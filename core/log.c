@@ -6,9 +6,9 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <stdlib.h>
 #include <time.h>
 
 static pthread_mutex_t kf_log_lock = PTHREAD_MUTEX_INITIALIZER;

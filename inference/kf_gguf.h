@@ -4,6 +4,17 @@
  * Every count, length, offset, alignment, dimension and type in the file is checked
  * against the file size before it is used; a bad file gives KF_ERR_FORMAT or
  * KF_ERR_TRUNCATED with an errstr that names the problem, never a crash.
+ *   KF_ERR_TRUNCATED: the file ends before something it declares (an empty file, a count,
+ *     string or array that cannot fit in the bytes left, tensor data past the end).
+ *     Every proper prefix of a valid file up to the end of its last tensor gives this.
+ *   KF_ERR_FORMAT: bad magic, version other than 2/3, unknown value or tensor type, nested
+ *     array, empty key or tensor name or one containing NUL, duplicate key or tensor name,
+ *     general.alignment not an integer power of two in 1..2^30, n_dims outside 1..4, a zero
+ *     or > INT64_MAX dimension, element or byte count overflowing int64, ne[0] not a multiple
+ *     of the type's block size, tensor offset not a multiple of the alignment, overlapping
+ *     tensor data.
+ *   kf_gguf_open() adds KF_ERR_NOT_FOUND / KF_ERR_IO for a missing or unreadable path and
+ *   prefixes errstr with the path. Allocation is bounded by what was actually parsed.
  *
  * Thread-safety: a kf_gguf_t is immutable after kf_gguf_open() and may be read from many
  * threads. Returned pointers borrow from the mapping and live until kf_gguf_close().
@@ -54,6 +65,9 @@ typedef struct kf_gguf_str {
     uint64_t len;
 } kf_gguf_str_t;
 
+/* Tensor data is borrowed from the mapping; `data` is aligned to general.alignment relative to
+ * the start of the file (so to the page for kf_gguf_open). Validated: the extent
+ * [data, data + n_bytes) lies inside the file and overlaps no other tensor. */
 typedef struct kf_gguf_tensor {
     kf_gguf_str_t name;
     kf_tensor_type_t type;
@@ -67,11 +81,8 @@ typedef struct kf_gguf_tensor {
 /* Opens and validates `path`. On failure *out is NULL and errstr names the problem. */
 kf_err_t kf_gguf_open(const char *path, kf_gguf_t **out, char *errstr, size_t errstr_size);
 /* Same, over a caller-owned buffer that must outlive the handle (fuzzers, tests). */
-kf_err_t kf_gguf_open_mem(const void *buf,
-                          size_t size,
-                          kf_gguf_t **out,
-                          char *errstr,
-                          size_t errstr_size);
+kf_err_t
+kf_gguf_open_mem(const void *buf, size_t size, kf_gguf_t **out, char *errstr, size_t errstr_size);
 void kf_gguf_close(kf_gguf_t *gf);
 
 uint32_t kf_gguf_version(const kf_gguf_t *gf);
@@ -101,7 +112,39 @@ kf_err_t kf_gguf_arr_str(const kf_gguf_t *gf, const char *key, uint64_t i, kf_gg
 kf_err_t kf_gguf_arr_f64(const kf_gguf_t *gf, const char *key, uint64_t i, double *out);
 kf_err_t kf_gguf_arr_i64(const kf_gguf_t *gf, const char *key, uint64_t i, int64_t *out);
 
-/* Tensors. */
+/* Signed integer getter: any integer type (and bool) whose value fits in int64. */
+kf_err_t kf_gguf_get_i64(const kf_gguf_t *gf, const char *key, int64_t *out);
+/* Floating getter: FLOAT32, FLOAT64 or any integer type, converted to double. */
+kf_err_t kf_gguf_get_f64(const kf_gguf_t *gf, const char *key, double *out);
+
+/* Packed element data of a numeric (non-string) array: *out_data points at n elements of
+ * kf_gguf_type_size(*out_elem_type) bytes each, little-endian and possibly unaligned (copy
+ * with memcpy, never cast). KF_ERR_FORMAT for string arrays or non-arrays. */
+kf_err_t kf_gguf_arr_raw(const kf_gguf_t *gf,
+                         const char *key,
+                         kf_gguf_type_t *out_elem_type,
+                         uint64_t *out_n,
+                         const void **out_data);
+
+/* The encoded value bytes of kv `idx` exactly as stored after its u32 type (for arrays:
+ * the element type, the count and the elements). Lets a writer copy a kv verbatim. */
+kf_err_t kf_gguf_kv_raw(const kf_gguf_t *gf, int64_t idx, const void **out_ptr, uint64_t *out_len);
+
+/* Size in bytes of one scalar value of a fixed-size type; 0 for STRING, ARRAY, unknown. */
+size_t kf_gguf_type_size(kf_gguf_type_t t);
+/* Static name of a metadata type ("u32", "string", ...); "?" for unknown values. */
+const char *kf_gguf_type_name(kf_gguf_type_t t);
+
+/* general.alignment in effect (default 32) and the absolute file offset of the data section. */
+uint32_t kf_gguf_alignment(const kf_gguf_t *gf);
+uint64_t kf_gguf_data_offset(const kf_gguf_t *gf);
+/* Size of the file (or buffer) the handle reads. */
+uint64_t kf_gguf_file_size(const kf_gguf_t *gf);
+
+/* 1 when s holds exactly the bytes of the NUL-terminated cstr. */
+int kf_gguf_str_eq(kf_gguf_str_t s, const char *cstr);
+
+/* Tensors. idx out of range gives NULL. */
 const kf_gguf_tensor_t *kf_gguf_tensor(const kf_gguf_t *gf, uint64_t idx);
 /* NULL when no tensor has that name. */
 const kf_gguf_tensor_t *kf_gguf_find_tensor(const kf_gguf_t *gf, const char *name);

@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
 #include <cmocka.h>
 
 #include "kf_err.h"
@@ -89,8 +90,8 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_err_names),      cmocka_unit_test(test_err_retriable),
-        cmocka_unit_test(test_err_set),        cmocka_unit_test(test_log_json_line),
+        cmocka_unit_test(test_err_names),       cmocka_unit_test(test_err_retriable),
+        cmocka_unit_test(test_err_set),         cmocka_unit_test(test_log_json_line),
         cmocka_unit_test(test_log_level_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
