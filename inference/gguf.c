@@ -579,7 +579,7 @@ static kf_err_t
 parse(kf_gguf_t *gf, char *errstr, size_t errstr_size)
 {
     kf_gguf_cur_t c = {.p = gf->base, .size = gf->size, .pos = 0};
-    uint32_t magic;
+    uint32_t magic = 0;
     uint64_t n_tensors, n_kv, cap;
     kf_err_t err;
 
