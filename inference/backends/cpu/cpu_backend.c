@@ -1,0 +1,327 @@
+/*
+ * cpu_backend.c: the reference backend: the llama/qwen2 forward pass on the CPU.
+ *
+ * One forward call processes the whole batch layer by layer: every matmul multiplies one weight
+ * matrix with all batch tokens at once (kf_cpu_matmul, parallel over output rows), so a decode
+ * step of B sequences reads the weights once instead of B times. Attention is parallel over
+ * (token, head) pairs and reads K/V through each sequence's block table. The K/V storage is
+ * allocated here for every block of the kf_kv pool:
+ *   block b = [layer 0 K: bt rows of kv_dim][layer 0 V][layer 1 K] ... [layer n-1 V]
+ * with elements of the cache dtype (F16 or F32).
+ */
+#include "cpu_kernels.h"
+#include "cpu_pool.h"
+#include "kf_backend_int.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct kf_cpu {
+    kf_cpu_pool_t *pool;
+    void *cache;
+    size_t block_elems;
+    int f16;
+    uint32_t bt, kv_dim;
+    float *inv_freq;
+    /* Scratch sized for max_batch tokens. */
+    float *x, *xn, *q, *k, *v, *att, *g, *u;
+    kf_q8a_t *xq;
+} kf_cpu_t;
+
+static void
+kf_cpu_destroy(kf_backend_t *be)
+{
+    kf_cpu_t *c = be->priv;
+    if (!c)
+        return;
+    kf_cpu_pool_destroy(c->pool);
+    free(c->cache);
+    free(c->inv_freq);
+    free(c->x);
+    free(c->xn);
+    free(c->q);
+    free(c->k);
+    free(c->v);
+    free(c->att);
+    free(c->g);
+    free(c->u);
+    free(c->xq);
+    free(c);
+    be->priv = NULL;
+}
+
+static void *
+kf_cpu_alloc(size_t n)
+{
+    /* 64-byte alignment: cache lines, and whole AVX2 vectors for every row start. */
+    void *p = NULL;
+    size_t sz = (n + 63) & ~(size_t)63;
+    if (posix_memalign(&p, 64, sz ? sz : 64))
+        return NULL;
+    return p;
+}
+
+static kf_err_t
+kf_cpu_init(kf_backend_t *be, const kf_backend_conf_t *conf)
+{
+    const kf_hparams_t *hp = kf_model_hparams(be->model);
+    if (hp->head_dim > 512) {
+        snprintf(be->errstr, sizeof(be->errstr), "head_dim %u above the supported 512",
+                 hp->head_dim);
+        return KF_ERR_UNSUPPORTED;
+    }
+    kf_cpu_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        goto nomem;
+    be->priv = c;
+    kf_err_t err = kf_cpu_pool_new(conf->n_threads, &c->pool);
+    if (err) {
+        snprintf(be->errstr, sizeof(be->errstr), "cannot start %d threads: %s", conf->n_threads,
+                 kf_err_str(err));
+        kf_cpu_destroy(be);
+        return err;
+    }
+    c->f16 = kf_kv_dtype(be->kv) == KF_KV_F16;
+    c->bt = kf_kv_block_tokens(be->kv);
+    c->kv_dim = hp->n_head_kv * hp->head_dim;
+    c->block_elems = kf_kv_block_bytes(be->kv) / (c->f16 ? 2 : 4);
+    size_t cache_bytes = kf_kv_block_bytes(be->kv) * (size_t)kf_kv_n_blocks(be->kv);
+    c->cache = kf_cpu_alloc(cache_bytes);
+    if (!c->cache) {
+        snprintf(be->errstr, sizeof(be->errstr), "cannot allocate %zu bytes of KV cache",
+                 cache_bytes);
+        kf_cpu_destroy(be);
+        return KF_ERR_NOMEM;
+    }
+    /* Never-written positions are never read (causal mask), but zeroing keeps any bug that
+     * reads them deterministic instead of reading garbage. */
+    memset(c->cache, 0, cache_bytes);
+
+    size_t B = be->max_batch, E = hp->n_embd, Q = (size_t)hp->n_head * hp->head_dim;
+    size_t K = c->kv_dim, F = hp->n_ff;
+    size_t widest = E > F ? E : F;
+    widest = widest > Q ? widest : Q;
+    c->inv_freq = kf_cpu_alloc(sizeof(float) * (hp->n_rot / 2 + 1));
+    c->x = kf_cpu_alloc(sizeof(float) * B * E);
+    c->xn = kf_cpu_alloc(sizeof(float) * B * E);
+    c->q = kf_cpu_alloc(sizeof(float) * B * Q);
+    c->k = kf_cpu_alloc(sizeof(float) * B * K);
+    c->v = kf_cpu_alloc(sizeof(float) * B * K);
+    c->att = kf_cpu_alloc(sizeof(float) * B * Q);
+    c->g = kf_cpu_alloc(sizeof(float) * B * F);
+    c->u = kf_cpu_alloc(sizeof(float) * B * F);
+    c->xq = kf_cpu_alloc(sizeof(kf_q8a_t) * B * (widest / KF_Q8A_BLOCK + 1));
+    if (!c->inv_freq || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->g || !c->u ||
+        !c->xq) {
+        kf_cpu_destroy(be);
+        goto nomem;
+    }
+    kf_model_rope_inv_freq(be->model, c->inv_freq);
+    return KF_OK;
+nomem:
+    snprintf(be->errstr, sizeof(be->errstr), "out of memory for scratch buffers");
+    return KF_ERR_NOMEM;
+}
+
+/* Y = W X for n_tok rows. When W wants int8 activations, X is quantized into c->xq unless
+ * *xq_ready says an earlier call already quantized this same X (q, k and v share their input,
+ * as do gate and up); quantization does not depend on the weight type. */
+static void
+kf_cpu_mm(kf_cpu_t *c,
+          const kf_weight_t *W,
+          const float *X,
+          uint32_t n_tok,
+          float *Y,
+          size_t ldy,
+          int *xq_ready)
+{
+    const kf_q8a_t *xq = NULL;
+    if (kf_cpu_type_uses_q8a(W->type)) {
+        if (!*xq_ready) {
+            size_t nb = W->ne0 / KF_Q8A_BLOCK;
+            for (uint32_t t = 0; t < n_tok; t++)
+                kf_cpu_quantize_q8a(X + (size_t)t * W->ne0, c->xq + (size_t)t * nb, W->ne0);
+            *xq_ready = 1;
+        }
+        xq = c->xq;
+    }
+    kf_cpu_matmul(c->pool, W, X, xq, n_tok, Y, ldy);
+}
+
+static void
+kf_cpu_add_bias(float *y, const kf_weight_t *b, uint32_t n_tok, size_t n)
+{
+    if (!b->data)
+        return;
+    const float *bv = b->data;
+    for (uint32_t t = 0; t < n_tok; t++)
+        for (size_t i = 0; i < n; i++)
+            y[(size_t)t * n + i] += bv[i];
+}
+
+typedef struct kf_attn_task {
+    atomic_ulong next; /* work queue over (token, head) items */
+    uint64_t chunk;
+    kf_backend_t *be;
+    const kf_batch_t *batch;
+    uint32_t layer;
+} kf_attn_task_t;
+
+static void
+kf_cpu_attn_worker(void *arg, int ith, int nth)
+{
+    kf_attn_task_t *at = arg;
+    kf_backend_t *be = at->be;
+    kf_cpu_t *c = be->priv;
+    const kf_hparams_t *hp = kf_model_hparams(be->model);
+    uint32_t n_head = hp->n_head, hd = hp->head_dim;
+    uint32_t group = hp->n_head / hp->n_head_kv;
+    size_t Q = (size_t)n_head * hd;
+    uint64_t n_items = (uint64_t)at->batch->n_tokens * n_head;
+    (void)ith;
+    (void)nth;
+    float scale = 1.0f / sqrtf((float)hd);
+    kf_cpu_kv_view_t view = {
+        .cache = c->cache,
+        .f16 = c->f16,
+        .block_elems = c->block_elems,
+        .bt = c->bt,
+        .kv_dim = c->kv_dim,
+        .layer = at->layer,
+    };
+    /* Items have very different costs (a token at position 1000 vs 3), so threads take
+     * chunks from a shared counter rather than fixed shares. */
+    for (;;) {
+        uint64_t i0 = atomic_fetch_add_explicit(&at->next, at->chunk, memory_order_relaxed);
+        if (i0 >= n_items)
+            break;
+        uint64_t i1 = i0 + at->chunk < n_items ? i0 + at->chunk : n_items;
+        for (uint64_t it = i0; it < i1; it++) {
+            uint32_t t = (uint32_t)(it / n_head), h = (uint32_t)(it % n_head);
+            const kf_batch_tok_t *tok = &at->batch->toks[t];
+            view.blocks = kf_kv_seq_blocks(be->kv, tok->seq, NULL);
+            kf_cpu_attn_head(&view, c->q + t * Q + (size_t)h * hd, hd, (h / group) * hd,
+                             (uint32_t)tok->pos + 1, scale, c->att + t * Q + (size_t)h * hd);
+        }
+    }
+}
+
+/* Writes the batch's K and V rows of `layer` into their cache slots. */
+static void
+kf_cpu_store_kv(kf_backend_t *be, const kf_batch_t *batch, uint32_t layer)
+{
+    kf_cpu_t *c = be->priv;
+    for (uint32_t t = 0; t < batch->n_tokens; t++) {
+        const kf_batch_tok_t *tok = &batch->toks[t];
+        const uint32_t *blocks = kf_kv_seq_blocks(be->kv, tok->seq, NULL);
+        size_t blk = blocks[(uint32_t)tok->pos / c->bt];
+        size_t row = (size_t)((uint32_t)tok->pos % c->bt) * c->kv_dim;
+        size_t ko = blk * c->block_elems + (size_t)(2 * layer) * c->bt * c->kv_dim + row;
+        size_t vo = ko + (size_t)c->bt * c->kv_dim;
+        const float *ks = c->k + (size_t)t * c->kv_dim, *vs = c->v + (size_t)t * c->kv_dim;
+        if (c->f16) {
+            uint16_t *h = c->cache;
+            kf_cpu_f32_to_f16_row(ks, h + ko, c->kv_dim);
+            kf_cpu_f32_to_f16_row(vs, h + vo, c->kv_dim);
+        } else {
+            float *f = c->cache;
+            memcpy(f + ko, ks, sizeof(float) * c->kv_dim);
+            memcpy(f + vo, vs, sizeof(float) * c->kv_dim);
+        }
+    }
+}
+
+static kf_err_t
+kf_cpu_forward(kf_backend_t *be, const kf_batch_t *batch, kf_logits_t *out)
+{
+    kf_cpu_t *c = be->priv;
+    const kf_hparams_t *hp = kf_model_hparams(be->model);
+    const kf_model_weights_t *w = kf_model_weights(be->model);
+    uint32_t T = batch->n_tokens;
+    size_t E = hp->n_embd, Q = (size_t)hp->n_head * hp->head_dim, K = c->kv_dim, F = hp->n_ff;
+
+    /* Token embeddings: one row of tok_embd per token, widened to float. */
+    for (uint32_t t = 0; t < T; t++) {
+        const uint8_t *row = (const uint8_t *)w->tok_embd.data +
+                             (size_t)batch->toks[t].token * w->tok_embd.row_bytes;
+        kf_cpu_dequant_row(w->tok_embd.type, row, c->x + t * E, E);
+    }
+
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        const kf_layer_weights_t *L = &w->layers[il];
+        /* Attention block. */
+        for (uint32_t t = 0; t < T; t++)
+            kf_cpu_rmsnorm(c->x + t * E, L->attn_norm.data, c->xn + t * E, E, hp->rms_eps);
+        int ready = 0;
+        kf_cpu_mm(c, &L->wq, c->xn, T, c->q, Q, &ready);
+        kf_cpu_mm(c, &L->wk, c->xn, T, c->k, K, &ready);
+        kf_cpu_mm(c, &L->wv, c->xn, T, c->v, K, &ready);
+        kf_cpu_add_bias(c->q, &L->bq, T, Q);
+        kf_cpu_add_bias(c->k, &L->bk, T, K);
+        kf_cpu_add_bias(c->v, &L->bv, T, K);
+        for (uint32_t t = 0; t < T; t++) {
+            int32_t pos = batch->toks[t].pos;
+            kf_cpu_rope(c->q + t * Q, hp->n_head, hp->head_dim, hp->n_rot, pos, c->inv_freq,
+                        hp->rope_order);
+            kf_cpu_rope(c->k + t * K, hp->n_head_kv, hp->head_dim, hp->n_rot, pos, c->inv_freq,
+                        hp->rope_order);
+        }
+        kf_cpu_store_kv(be, batch, il);
+        kf_attn_task_t at = {.be = be, .batch = batch, .layer = il};
+        uint64_t n_items = (uint64_t)T * hp->n_head;
+        at.chunk = n_items / (4u * (uint64_t)kf_cpu_pool_size(c->pool));
+        at.chunk = at.chunk ? at.chunk : 1;
+        atomic_init(&at.next, 0);
+        kf_cpu_pool_run(c->pool, kf_cpu_attn_worker, &at);
+        /* Output projection into xn (free now), then the residual add. */
+        ready = 0;
+        kf_cpu_mm(c, &L->wo, c->att, T, c->xn, E, &ready);
+        for (size_t i = 0; i < (size_t)T * E; i++)
+            c->x[i] += c->xn[i];
+
+        /* Feed-forward block (SwiGLU). */
+        for (uint32_t t = 0; t < T; t++)
+            kf_cpu_rmsnorm(c->x + t * E, L->ffn_norm.data, c->xn + t * E, E, hp->rms_eps);
+        ready = 0;
+        kf_cpu_mm(c, &L->w_gate, c->xn, T, c->g, F, &ready);
+        kf_cpu_mm(c, &L->w_up, c->xn, T, c->u, F, &ready);
+        kf_cpu_swiglu(c->g, c->u, (size_t)T * F);
+        ready = 0;
+        kf_cpu_mm(c, &L->w_down, c->g, T, c->xn, E, &ready);
+        for (size_t i = 0; i < (size_t)T * E; i++)
+            c->x[i] += c->xn[i];
+    }
+
+    /* Final norm and the vocabulary projection, only for the tokens that want logits. */
+    uint32_t n_rows = 0;
+    for (uint32_t t = 0; t < T; t++) {
+        if (!batch->toks[t].logits)
+            continue;
+        kf_cpu_rmsnorm(c->x + t * E, w->output_norm.data, c->xn + (size_t)n_rows * E, E,
+                       hp->rms_eps);
+        n_rows++;
+    }
+    if (n_rows) {
+        int ready = 0;
+        kf_cpu_mm(c, &w->output, c->xn, n_rows, out->data, hp->n_vocab, &ready);
+    }
+    return KF_OK;
+}
+
+static int
+kf_cpu_n_threads(const kf_backend_t *be)
+{
+    const kf_cpu_t *c = be->priv;
+    return kf_cpu_pool_size(c->pool);
+}
+
+const struct kf_backend_ops kf_backend_cpu_ops = {
+    .name = "cpu",
+    .init = kf_cpu_init,
+    .destroy = kf_cpu_destroy,
+    .forward = kf_cpu_forward,
+    .n_threads = kf_cpu_n_threads,
+};

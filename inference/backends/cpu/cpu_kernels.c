@@ -1,0 +1,870 @@
+/*
+ * cpu_kernels.c: numeric kernels of the CPU backend (see cpu_kernels.h).
+ *
+ * Block formats (ggml's, as stored in GGUF files):
+ *   Q8_0  32 values:  f16 d, int8 q[32]                      x = d * q
+ *   Q4_0  32 values:  f16 d, u8 q[16]  (lo nibbles = 0..15, hi = 16..31)   x = d * (q - 8)
+ *   Q4_K  256 values: f16 d, f16 dmin, u8 scales[12] (8 x 6-bit scale + 6-bit min),
+ *                     u8 q[128]; per 64 values the low nibbles are the first 32, the high
+ *                     nibbles the next 32; x = d * sc * q - dmin * m
+ *   Q6_K  256 values: u8 ql[128], u8 qh[64], int8 scales[16], f16 d; 6-bit q - 32 with one
+ *                     scale per 16 values; x = d * sc * (q - 32)
+ * The `_ref` functions are the plain definitions; the others use AVX2 when compiled for it.
+ */
+#include "cpu_kernels.h"
+#include "cpu_pool.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define KF_CPU_AVX2 1
+#include <immintrin.h>
+#endif
+
+#define QK_K 256
+
+const char *
+kf_cpu_simd_name(void)
+{
+#ifdef KF_CPU_AVX2
+    return "avx2+fma+f16c";
+#else
+    return "scalar";
+#endif
+}
+
+/* ---------- conversions ---------- */
+
+float
+kf_cpu_f16_to_f32_ref(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h >> 15) << 31;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ff;
+    uint32_t u;
+    if (exp == 0x1f) {
+        u = sign | 0x7f800000u | (mant << 13);
+    } else if (exp == 0) {
+        /* Zero or subnormal: value = mant * 2^-24 is exact in float. */
+        float f = (float)mant * (1.0f / 16777216.0f);
+        memcpy(&u, &f, 4);
+        u |= sign;
+    } else {
+        u = sign | ((exp + 112) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t
+kf_cpu_f32_to_f16_ref(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) /* inf stays inf, NaN stays a quiet NaN */
+        return sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0);
+    if (ax >= 0x477ff000u) /* >= 65520 rounds to infinity */
+        return sign | 0x7c00;
+    if (ax < 0x38800000u) { /* below the smallest normal half: subnormal or zero */
+        float a;
+        memcpy(&a, &ax, 4);
+        return sign | (uint16_t)nearbyintf(a * 16777216.0f);
+    }
+    /* Rebias the exponent and keep 10 mantissa bits, rounding half to even on the 13 dropped. */
+    uint32_t h = (ax >> 13) - ((127u - 15u) << 10);
+    uint32_t rem = ax & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1)))
+        h++;
+    return sign | (uint16_t)h;
+}
+
+float
+kf_cpu_f16_to_f32(uint16_t h)
+{
+#ifdef KF_CPU_AVX2
+    return _cvtsh_ss(h);
+#else
+    return kf_cpu_f16_to_f32_ref(h);
+#endif
+}
+
+uint16_t
+kf_cpu_f32_to_f16(float f)
+{
+#ifdef KF_CPU_AVX2
+    return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+#else
+    return kf_cpu_f32_to_f16_ref(f);
+#endif
+}
+
+float
+kf_cpu_bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+void
+kf_cpu_f16_to_f32_row(const uint16_t *src, float *dst, size_t n)
+{
+    size_t i = 0;
+#ifdef KF_CPU_AVX2
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+#endif
+    for (; i < n; i++)
+        dst[i] = kf_cpu_f16_to_f32(src[i]);
+}
+
+void
+kf_cpu_f32_to_f16_row(const float *src, uint16_t *dst, size_t n)
+{
+    size_t i = 0;
+#ifdef KF_CPU_AVX2
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; i++)
+        dst[i] = kf_cpu_f32_to_f16(src[i]);
+}
+
+/* Unaligned little-endian half load from a block (blocks are packed, not 2-byte aligned). */
+static inline float
+kf_ld_f16(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return kf_cpu_f16_to_f32(h);
+}
+
+/* ---------- activation quantization ---------- */
+
+void
+kf_cpu_quantize_q8a(const float *x, kf_q8a_t *y, size_t n)
+{
+    for (size_t b = 0; b < n / KF_Q8A_BLOCK; b++) {
+        const float *xb = x + b * KF_Q8A_BLOCK;
+        float amax = 0.0f;
+        for (int i = 0; i < KF_Q8A_BLOCK; i++) {
+            float a = fabsf(xb[i]);
+            amax = a > amax ? a : amax;
+        }
+        float d = amax / 127.0f;
+        float id = d > 0.0f ? 1.0f / d : 0.0f;
+        int s0 = 0, s1 = 0;
+        for (int i = 0; i < KF_Q8A_BLOCK; i++) {
+            int q = (int)nearbyintf(xb[i] * id);
+            q = q > 127 ? 127 : (q < -127 ? -127 : q);
+            y[b].qs[i] = (int8_t)q;
+            if (i < 16)
+                s0 += q;
+            else
+                s1 += q;
+        }
+        y[b].d = d;
+        y[b].s16[0] = (int16_t)s0;
+        y[b].s16[1] = (int16_t)s1;
+    }
+}
+
+/* ---------- scalar dequantization ---------- */
+
+/* 6-bit scale and min number j (0..7) of a Q4_K block's 12 packed bytes. */
+static inline void
+kf_q4k_scale_min(int j, const uint8_t *s, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+void
+kf_cpu_dequant_row(kf_tensor_type_t t, const void *src, float *dst, size_t n)
+{
+    const uint8_t *p = src;
+    switch (t) {
+    case KF_TT_F32:
+        memcpy(dst, src, n * sizeof(float));
+        return;
+    case KF_TT_F16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            dst[i] = kf_cpu_f16_to_f32(h);
+        }
+        return;
+    case KF_TT_BF16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            dst[i] = kf_cpu_bf16_to_f32(h);
+        }
+        return;
+    case KF_TT_Q8_0:
+        for (size_t b = 0; b < n / 32; b++, p += 34) {
+            float d = kf_ld_f16(p);
+            for (int i = 0; i < 32; i++)
+                dst[b * 32 + i] = d * (float)(int8_t)p[2 + i];
+        }
+        return;
+    case KF_TT_Q4_0:
+        for (size_t b = 0; b < n / 32; b++, p += 18) {
+            float d = kf_ld_f16(p);
+            for (int i = 0; i < 16; i++) {
+                dst[b * 32 + i] = d * (float)((p[2 + i] & 0x0f) - 8);
+                dst[b * 32 + 16 + i] = d * (float)((p[2 + i] >> 4) - 8);
+            }
+        }
+        return;
+    case KF_TT_Q4_K:
+        for (size_t b = 0; b < n / QK_K; b++, p += 144) {
+            float d = kf_ld_f16(p), dmin = kf_ld_f16(p + 2);
+            const uint8_t *sc = p + 4, *q = p + 16;
+            float *y = dst + b * QK_K;
+            for (int j = 0; j < 4; j++, q += 32, y += 64) {
+                int s1, m1, s2, m2;
+                kf_q4k_scale_min(2 * j, sc, &s1, &m1);
+                kf_q4k_scale_min(2 * j + 1, sc, &s2, &m2);
+                for (int l = 0; l < 32; l++) {
+                    y[l] = d * (float)s1 * (float)(q[l] & 0x0f) - dmin * (float)m1;
+                    y[32 + l] = d * (float)s2 * (float)(q[l] >> 4) - dmin * (float)m2;
+                }
+            }
+        }
+        return;
+    case KF_TT_Q6_K:
+        for (size_t b = 0; b < n / QK_K; b++, p += 210) {
+            const uint8_t *ql = p, *qh = p + 128;
+            const int8_t *sc = (const int8_t *)(p + 192);
+            float d = kf_ld_f16(p + 208);
+            float *y = dst + b * QK_K;
+            for (int h = 0; h < 2; h++, ql += 64, qh += 32, sc += 8, y += 128) {
+                for (int l = 0; l < 32; l++) {
+                    int is = l / 16;
+                    int q1 = ((ql[l] & 0x0f) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                    int q2 = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                    int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                    int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                    y[l] = d * (float)sc[is] * (float)q1;
+                    y[l + 32] = d * (float)sc[is + 2] * (float)q2;
+                    y[l + 64] = d * (float)sc[is + 4] * (float)q3;
+                    y[l + 96] = d * (float)sc[is + 6] * (float)q4;
+                }
+            }
+        }
+        return;
+    }
+    KF_ASSERT(!"kf_cpu_dequant_row: unsupported type");
+}
+
+/* ---------- reference dot products ---------- */
+
+float
+kf_cpu_dot_f32_ref(const float *w, const float *x, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)w[i] * x[i];
+    return (float)s;
+}
+
+float
+kf_cpu_dot_f16_ref(const uint16_t *w, const float *x, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)kf_cpu_f16_to_f32_ref(w[i]) * x[i];
+    return (float)s;
+}
+
+float
+kf_cpu_dot_bf16_ref(const uint16_t *w, const float *x, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)kf_cpu_bf16_to_f32(w[i]) * x[i];
+    return (float)s;
+}
+
+float
+kf_cpu_dot_q8_0_ref(const void *w, const kf_q8a_t *x, size_t n)
+{
+    const uint8_t *p = w;
+    double s = 0.0;
+    for (size_t b = 0; b < n / 32; b++, p += 34) {
+        int is = 0;
+        for (int i = 0; i < 32; i++)
+            is += (int8_t)p[2 + i] * x[b].qs[i];
+        s += (double)kf_ld_f16(p) * x[b].d * is;
+    }
+    return (float)s;
+}
+
+float
+kf_cpu_dot_q4_0_ref(const void *w, const kf_q8a_t *x, size_t n)
+{
+    const uint8_t *p = w;
+    double s = 0.0;
+    for (size_t b = 0; b < n / 32; b++, p += 18) {
+        int is = 0;
+        for (int i = 0; i < 16; i++) {
+            is += ((p[2 + i] & 0x0f) - 8) * x[b].qs[i];
+            is += ((p[2 + i] >> 4) - 8) * x[b].qs[16 + i];
+        }
+        s += (double)kf_ld_f16(p) * x[b].d * is;
+    }
+    return (float)s;
+}
+
+float
+kf_cpu_dot_q4_k_ref(const void *w, const kf_q8a_t *x, size_t n)
+{
+    const uint8_t *p = w;
+    double s = 0.0;
+    for (size_t b = 0; b < n / QK_K; b++, p += 144) {
+        double d = kf_ld_f16(p), dmin = kf_ld_f16(p + 2);
+        const uint8_t *q = p + 16;
+        const kf_q8a_t *xb = x + b * 8;
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            kf_q4k_scale_min(j, p + 4, &sc, &m);
+            const uint8_t *qq = q + 32 * (j / 2);
+            int is = 0, xs = 0;
+            for (int l = 0; l < 32; l++) {
+                int u = (j & 1) ? (qq[l] >> 4) : (qq[l] & 0x0f);
+                is += u * xb[j].qs[l];
+                xs += xb[j].qs[l];
+            }
+            s += xb[j].d * (d * sc * is - dmin * m * xs);
+        }
+    }
+    return (float)s;
+}
+
+float
+kf_cpu_dot_q6_k_ref(const void *w, const kf_q8a_t *x, size_t n)
+{
+    const uint8_t *p = w;
+    double s = 0.0;
+    for (size_t b = 0; b < n / QK_K; b++, p += 210) {
+        const int8_t *sc = (const int8_t *)(p + 192);
+        double d = kf_ld_f16(p + 208);
+        for (int k = 0; k < 8; k++) { /* k-th group of 32 values = k-th activation block */
+            int h = k / 4, sub = k % 4;
+            const uint8_t *ql = p + 64 * h + (sub & 1) * 32, *qh = p + 128 + 32 * h;
+            const kf_q8a_t *xb = &x[b * 8 + k];
+            int is0 = 0, is1 = 0;
+            for (int l = 0; l < 32; l++) {
+                int lo = (sub < 2) ? (ql[l] & 0x0f) : (ql[l] >> 4);
+                int q = (lo | (((qh[l] >> (2 * sub)) & 3) << 4)) - 32;
+                if (l < 16)
+                    is0 += q * xb->qs[l];
+                else
+                    is1 += q * xb->qs[l];
+            }
+            s += d * xb->d *
+                 ((double)sc[8 * h + 2 * sub] * is0 + (double)sc[8 * h + 2 * sub + 1] * is1);
+        }
+    }
+    return (float)s;
+}
+
+/* ---------- SIMD dot products ---------- */
+
+#ifdef KF_CPU_AVX2
+static inline float
+kf_hsum256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Signed int8 x signed int8 -> 8 int32 partial sums (maddubs needs one unsigned operand). */
+static inline __m256i
+kf_dot_i8(__m256i a, __m256i b)
+{
+    __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+/* Unsigned (0..63) x signed int8 -> 8 int32 partial sums. */
+static inline __m256i
+kf_dot_u8i8(__m256i u, __m256i s)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+#endif
+
+float
+kf_cpu_dot_f32(const float *w, const float *x, size_t n)
+{
+#ifdef KF_CPU_AVX2
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    float s = kf_hsum256(_mm256_add_ps(a0, a1));
+    for (; i < n; i++)
+        s += w[i] * x[i];
+    return s;
+#else
+    float s = 0.0f;
+    for (size_t i = 0; i < n; i++)
+        s += w[i] * x[i];
+    return s;
+#endif
+}
+
+float
+kf_cpu_dot_f16(const uint16_t *w, const float *x, size_t n)
+{
+#ifdef KF_CPU_AVX2
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i)));
+        __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 8)));
+        a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), a1);
+    }
+    float s = kf_hsum256(_mm256_add_ps(a0, a1));
+    for (; i < n; i++)
+        s += kf_cpu_f16_to_f32(w[i]) * x[i];
+    return s;
+#else
+    float s = 0.0f;
+    for (size_t i = 0; i < n; i++)
+        s += kf_cpu_f16_to_f32(w[i]) * x[i];
+    return s;
+#endif
+}
+
+float
+kf_cpu_dot_bf16(const uint16_t *w, const float *x, size_t n)
+{
+#ifdef KF_CPU_AVX2
+    __m256 a0 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + i)));
+        __m256 wf = _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+        a0 = _mm256_fmadd_ps(wf, _mm256_loadu_ps(x + i), a0);
+    }
+    float s = kf_hsum256(a0);
+    for (; i < n; i++)
+        s += kf_cpu_bf16_to_f32(w[i]) * x[i];
+    return s;
+#else
+    float s = 0.0f;
+    for (size_t i = 0; i < n; i++)
+        s += kf_cpu_bf16_to_f32(w[i]) * x[i];
+    return s;
+#endif
+}
+
+float
+kf_cpu_dot_q8_0(const void *w, const kf_q8a_t *x, size_t n)
+{
+#ifdef KF_CPU_AVX2
+    const uint8_t *p = w;
+    __m256 acc = _mm256_setzero_ps();
+    for (size_t b = 0; b < n / 32; b++, p += 34) {
+        __m256i qw = _mm256_loadu_si256((const __m256i *)(p + 2));
+        __m256i qx = _mm256_loadu_si256((const __m256i *)x[b].qs);
+        __m256 d = _mm256_set1_ps(kf_ld_f16(p) * x[b].d);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(kf_dot_i8(qw, qx)), acc);
+    }
+    return kf_hsum256(acc);
+#else
+    return kf_cpu_dot_q8_0_ref(w, x, n);
+#endif
+}
+
+void
+kf_cpu_dot_q8_0_x4(const void *w, const kf_q8a_t *const x[4], size_t n, float out[4])
+{
+#ifdef KF_CPU_AVX2
+    /* Four tokens per pass over the weight row: the weight block is loaded, its sign split off
+     * and its scale widened once instead of four times. Per token the operations are those of
+     * kf_cpu_dot_q8_0 in the same order, so the results are bit-identical to it. */
+    const uint8_t *p = w;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (size_t b = 0; b < n / 32; b++, p += 34) {
+        __m256i qw = _mm256_loadu_si256((const __m256i *)(p + 2));
+        __m256i aw = _mm256_sign_epi8(qw, qw);
+        float wd = kf_ld_f16(p);
+        for (int k = 0; k < 4; k++) {
+            __m256i qx = _mm256_loadu_si256((const __m256i *)x[k][b].qs);
+            __m256i p32 =
+                _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(qx, qw)), ones);
+            acc[k] =
+                _mm256_fmadd_ps(_mm256_set1_ps(wd * x[k][b].d), _mm256_cvtepi32_ps(p32), acc[k]);
+        }
+    }
+    for (int k = 0; k < 4; k++)
+        out[k] = kf_hsum256(acc[k]);
+#else
+    for (int k = 0; k < 4; k++)
+        out[k] = kf_cpu_dot_q8_0(w, x[k], n);
+#endif
+}
+
+float
+kf_cpu_dot_q4_0(const void *w, const kf_q8a_t *x, size_t n)
+{
+#ifdef KF_CPU_AVX2
+    const uint8_t *p = w;
+    __m256 acc = _mm256_setzero_ps();
+    float corr = 0.0f;
+    const __m128i m4 = _mm_set1_epi8(0x0f);
+    for (size_t b = 0; b < n / 32; b++, p += 18) {
+        __m128i q = _mm_loadu_si128((const __m128i *)(p + 2));
+        __m128i lo = _mm_and_si128(q, m4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+        __m256i u = _mm256_set_m128i(hi, lo); /* values 0..15, elements 0..31 in order */
+        __m256i qx = _mm256_loadu_si256((const __m256i *)x[b].qs);
+        float d = kf_ld_f16(p) * x[b].d;
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(kf_dot_u8i8(u, qx)), acc);
+        /* (u - 8) . x = u . x - 8 * sum(x) */
+        corr += d * (float)(8 * (x[b].s16[0] + x[b].s16[1]));
+    }
+    return kf_hsum256(acc) - corr;
+#else
+    return kf_cpu_dot_q4_0_ref(w, x, n);
+#endif
+}
+
+float
+kf_cpu_dot_q4_k(const void *w, const kf_q8a_t *x, size_t n)
+{
+#ifdef KF_CPU_AVX2
+    const uint8_t *p = w;
+    __m256 acc = _mm256_setzero_ps();
+    float corr = 0.0f;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (size_t b = 0; b < n / QK_K; b++, p += 144) {
+        float d = kf_ld_f16(p), dmin = kf_ld_f16(p + 2);
+        const uint8_t *q = p + 16;
+        const kf_q8a_t *xb = x + b * 8;
+        for (int j = 0; j < 4; j++, q += 32) {
+            int s1, m1, s2, m2;
+            kf_q4k_scale_min(2 * j, p + 4, &s1, &m1);
+            kf_q4k_scale_min(2 * j + 1, p + 4, &s2, &m2);
+            __m256i qq = _mm256_loadu_si256((const __m256i *)q);
+            __m256i lo = _mm256_and_si256(qq, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qq, 4), m4);
+            const kf_q8a_t *x1 = &xb[2 * j], *x2 = &xb[2 * j + 1];
+            __m256i p1 = kf_dot_u8i8(lo, _mm256_loadu_si256((const __m256i *)x1->qs));
+            __m256i p2 = kf_dot_u8i8(hi, _mm256_loadu_si256((const __m256i *)x2->qs));
+            acc =
+                _mm256_fmadd_ps(_mm256_set1_ps(d * (float)s1 * x1->d), _mm256_cvtepi32_ps(p1), acc);
+            acc =
+                _mm256_fmadd_ps(_mm256_set1_ps(d * (float)s2 * x2->d), _mm256_cvtepi32_ps(p2), acc);
+            corr += dmin * ((float)m1 * x1->d * (float)(x1->s16[0] + x1->s16[1]) +
+                            (float)m2 * x2->d * (float)(x2->s16[0] + x2->s16[1]));
+        }
+    }
+    return kf_hsum256(acc) - corr;
+#else
+    return kf_cpu_dot_q4_k_ref(w, x, n);
+#endif
+}
+
+float
+kf_cpu_dot_q6_k(const void *w, const kf_q8a_t *x, size_t n)
+{
+#ifdef KF_CPU_AVX2
+    const uint8_t *p = w;
+    __m256 acc = _mm256_setzero_ps();
+    float corr = 0.0f;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
+    for (size_t b = 0; b < n / QK_K; b++, p += 210) {
+        const int8_t *sc = (const int8_t *)(p + 192);
+        float d = kf_ld_f16(p + 208);
+        for (int h = 0; h < 2; h++) {
+            __m256i ql0 = _mm256_loadu_si256((const __m256i *)(p + 64 * h));
+            __m256i ql1 = _mm256_loadu_si256((const __m256i *)(p + 64 * h + 32));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * h));
+            __m256i lo4[4] = {
+                _mm256_and_si256(ql0, m4),
+                _mm256_and_si256(ql1, m4),
+                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+            };
+            for (int sub = 0; sub < 4; sub++) {
+                const kf_q8a_t *xb = &x[b * 8 + 4 * h + sub];
+                __m256i hb = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * sub), m3);
+                __m256i u = _mm256_or_si256(lo4[sub], _mm256_slli_epi16(hb, 4)); /* 0..63 */
+                __m256i p16 = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)xb->qs));
+                int s0 = sc[8 * h + 2 * sub], s1 = sc[8 * h + 2 * sub + 1];
+                /* Low 128-bit lane = values 0..15 (scale s0), high lane = 16..31 (scale s1). */
+                __m256i scv =
+                    _mm256_set_m128i(_mm_set1_epi16((short)s1), _mm_set1_epi16((short)s0));
+                __m256i p32 = _mm256_madd_epi16(p16, scv);
+                float dd = d * xb->d;
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(p32), acc);
+                corr += dd * 32.0f * (float)(s0 * xb->s16[0] + s1 * xb->s16[1]);
+            }
+        }
+    }
+    return kf_hsum256(acc) - corr;
+#else
+    return kf_cpu_dot_q6_k_ref(w, x, n);
+#endif
+}
+
+int
+kf_cpu_type_uses_q8a(kf_tensor_type_t t)
+{
+    return t == KF_TT_Q8_0 || t == KF_TT_Q4_0 || t == KF_TT_Q4_K || t == KF_TT_Q6_K;
+}
+
+/* ---------- matmul ---------- */
+
+typedef float (*kf_dotq_fn)(const void *w, const kf_q8a_t *x, size_t n);
+
+typedef struct kf_matmul_task {
+    atomic_ulong next_tile; /* work queue: tiles are grabbed in chunks */
+    uint64_t chunk;         /* tiles per grab */
+    const kf_weight_t *W;
+    const float *X;
+    const kf_q8a_t *Xq;
+    uint32_t n_tok;
+    float *Y;
+    size_t ldy;
+} kf_matmul_task_t;
+
+/* Rows per tile: the tile's weights (a few tens of KB) stay in L1/L2 while every token of the
+ * batch streams past them, so each weight byte comes from memory once per call. */
+#define KF_MM_TILE 8
+
+static void
+kf_matmul_worker(void *arg, int ith, int nth)
+{
+    kf_matmul_task_t *mt = arg;
+    const kf_weight_t *W = mt->W;
+    uint64_t n_out = W->ne1;
+    size_t n = (size_t)W->ne0;
+    uint64_t n_tiles = (n_out + KF_MM_TILE - 1) / KF_MM_TILE;
+    const uint8_t *base = W->data;
+    size_t nb = n / KF_Q8A_BLOCK;
+    (void)ith;
+    (void)nth;
+
+    kf_dotq_fn dq = NULL;
+    switch (W->type) {
+    case KF_TT_Q8_0:
+        dq = kf_cpu_dot_q8_0;
+        break;
+    case KF_TT_Q4_0:
+        dq = kf_cpu_dot_q4_0;
+        break;
+    case KF_TT_Q4_K:
+        dq = kf_cpu_dot_q4_k;
+        break;
+    case KF_TT_Q6_K:
+        dq = kf_cpu_dot_q6_k;
+        break;
+    default:
+        break;
+    }
+    /* Dynamic chunks instead of a fixed share per thread: a thread that is descheduled (busy
+     * machine) or slower does less, and the others pick up its rows. Each row is still computed
+     * by exactly one thread with the same arithmetic, so results do not depend on threads. */
+    for (;;) {
+        uint64_t c0 = atomic_fetch_add_explicit(&mt->next_tile, mt->chunk, memory_order_relaxed);
+        if (c0 >= n_tiles)
+            break;
+        uint64_t c1 = c0 + mt->chunk < n_tiles ? c0 + mt->chunk : n_tiles;
+        uint64_t r1 = c1 * KF_MM_TILE < n_out ? c1 * KF_MM_TILE : n_out;
+        for (uint64_t rt = c0 * KF_MM_TILE; rt < r1; rt += KF_MM_TILE) {
+            uint64_t re = rt + KF_MM_TILE < r1 ? rt + KF_MM_TILE : r1;
+            uint32_t t = 0;
+            if (W->type == KF_TT_Q8_0) {
+                for (; t + 4 <= mt->n_tok; t += 4) {
+                    const kf_q8a_t *xs[4];
+                    for (int k = 0; k < 4; k++)
+                        xs[k] = mt->Xq + (size_t)(t + (uint32_t)k) * nb;
+                    for (uint64_t r = rt; r < re; r++) {
+                        float v[4];
+                        kf_cpu_dot_q8_0_x4(base + (size_t)r * W->row_bytes, xs, n, v);
+                        for (int k = 0; k < 4; k++)
+                            mt->Y[(size_t)(t + (uint32_t)k) * mt->ldy + r] = v[k];
+                    }
+                }
+            }
+            for (; t < mt->n_tok; t++) {
+                float *y = mt->Y + (size_t)t * mt->ldy;
+                const float *x = mt->X ? mt->X + (size_t)t * n : NULL;
+                for (uint64_t r = rt; r < re; r++) {
+                    const void *wr = base + (size_t)r * W->row_bytes;
+                    float v;
+                    if (dq)
+                        v = dq(wr, mt->Xq + (size_t)t * nb, n);
+                    else if (W->type == KF_TT_F16)
+                        v = kf_cpu_dot_f16(wr, x, n);
+                    else if (W->type == KF_TT_BF16)
+                        v = kf_cpu_dot_bf16(wr, x, n);
+                    else
+                        v = kf_cpu_dot_f32(wr, x, n);
+                    y[r] = v;
+                }
+            }
+        }
+    }
+}
+
+void
+kf_cpu_matmul(kf_cpu_pool_t *pool,
+              const kf_weight_t *W,
+              const float *X,
+              const kf_q8a_t *Xq,
+              uint32_t n_tok,
+              float *Y,
+              size_t ldy)
+{
+    KF_ASSERT(!kf_cpu_type_uses_q8a(W->type) || Xq);
+    kf_matmul_task_t mt = {.W = W, .X = X, .Xq = Xq, .n_tok = n_tok, .Y = Y, .ldy = ldy};
+    uint64_t n_tiles = (W->ne1 + KF_MM_TILE - 1) / KF_MM_TILE;
+    /* About 8 grabs per thread: few atomics, still fine-grained enough to rebalance. */
+    uint64_t chunk = n_tiles / (8u * (uint64_t)kf_cpu_pool_size(pool));
+    mt.chunk = chunk ? chunk : 1;
+    atomic_init(&mt.next_tile, 0);
+    kf_cpu_pool_run(pool, kf_matmul_worker, &mt);
+}
+
+/* ---------- small ops ---------- */
+
+void
+kf_cpu_rmsnorm(const float *x, const float *w, float *y, size_t n, float eps)
+{
+    double ss = 0.0;
+    for (size_t i = 0; i < n; i++)
+        ss += (double)x[i] * x[i];
+    float r = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    for (size_t i = 0; i < n; i++)
+        y[i] = x[i] * r * w[i];
+}
+
+void
+kf_cpu_rope(float *x,
+            uint32_t n_heads,
+            uint32_t head_dim,
+            uint32_t n_rot,
+            int32_t pos,
+            const float *inv_freq,
+            kf_rope_order_t order)
+{
+    uint32_t half = n_rot / 2;
+    for (uint32_t i = 0; i < half; i++) {
+        /* Angle in double: positions reach 1e5+, where float products lose the low bits. */
+        double th = (double)pos * (double)inv_freq[i];
+        float c = (float)cos(th), s = (float)sin(th);
+        uint32_t i0 = order == KF_ROPE_NEOX ? i : 2 * i;
+        uint32_t i1 = order == KF_ROPE_NEOX ? i + half : 2 * i + 1;
+        for (uint32_t h = 0; h < n_heads; h++) {
+            float *xh = x + (size_t)h * head_dim;
+            float a = xh[i0], b = xh[i1];
+            xh[i0] = a * c - b * s;
+            xh[i1] = a * s + b * c;
+        }
+    }
+}
+
+void
+kf_cpu_softmax(float *x, size_t n)
+{
+    float mx = -INFINITY;
+    for (size_t i = 0; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (size_t i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
+void
+kf_cpu_swiglu(float *g, const float *u, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* ---------- paged attention ---------- */
+
+#define KF_ATTN_MAX_HD 512
+
+void
+kf_cpu_attn_head(const kf_cpu_kv_view_t *kv,
+                 const float *q,
+                 uint32_t head_dim,
+                 uint32_t kv_off,
+                 uint32_t n_pos,
+                 float scale,
+                 float *out)
+{
+    KF_ASSERT(head_dim <= KF_ATTN_MAX_HD);
+    float acc[KF_ATTN_MAX_HD];
+    float vt[KF_ATTN_MAX_HD];
+    memset(acc, 0, sizeof(float) * head_dim);
+    /* Online softmax (running max m and denominator l): one pass over K and V, no score
+     * buffer, and exactly softmax once acc is divided by l at the end. */
+    float m = -INFINITY;
+    double l = 0.0;
+    size_t k_off = (size_t)(2 * kv->layer) * kv->bt * kv->kv_dim;
+    size_t v_off = (size_t)(2 * kv->layer + 1) * kv->bt * kv->kv_dim;
+    for (uint32_t j = 0; j < n_pos; j++) {
+        size_t blk = kv->blocks[j / kv->bt];
+        size_t row = (size_t)(j % kv->bt) * kv->kv_dim + kv_off;
+        size_t kb = blk * kv->block_elems + k_off + row;
+        size_t vb = blk * kv->block_elems + v_off + row;
+        float s;
+        const float *v;
+        if (kv->f16) {
+            const uint16_t *c = kv->cache;
+            s = kf_cpu_dot_f16(c + kb, q, head_dim) * scale;
+            kf_cpu_f16_to_f32_row(c + vb, vt, head_dim);
+            v = vt;
+        } else {
+            const float *c = kv->cache;
+            s = kf_cpu_dot_f32(c + kb, q, head_dim) * scale;
+            v = c + vb;
+        }
+        if (s > m) {
+            float corr = expf(m - s); /* 0 on the first step (m = -inf) */
+            for (uint32_t d = 0; d < head_dim; d++)
+                acc[d] *= corr;
+            l *= corr;
+            m = s;
+        }
+        float p = expf(s - m);
+        l += p;
+        for (uint32_t d = 0; d < head_dim; d++)
+            acc[d] += p * v[d];
+    }
+    float inv = l > 0.0 ? (float)(1.0 / l) : 0.0f;
+    for (uint32_t d = 0; d < head_dim; d++)
+        out[d] = acc[d] * inv;
+}

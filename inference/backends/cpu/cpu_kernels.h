@@ -1,0 +1,136 @@
+/*
+ * cpu_kernels.h: the CPU backend's numeric kernels (internal to inference/backends/cpu and its
+ * unit tests).
+ *
+ * Dot products come in two builds selected at compile time: AVX2+FMA+F16C when the compiler
+ * targets them (kf_engine is built with -march=native) and a portable scalar path otherwise.
+ * kf_cpu_simd_name() says which one is in use. Every SIMD kernel has a scalar twin with the
+ * `_ref` suffix so tests can compare them on the same machine.
+ *
+ * Quantized weights (Q8_0, Q4_0, Q4_K, Q6_K) are multiplied with activations quantized once per
+ * token to kf_q8a_t blocks (32 int8 values, a float scale and the sums of each half), so the
+ * inner loop is an int8 dot product (the ggml vec_dot_q*_q8 idea). F32/F16/BF16 weights use
+ * float activations directly.
+ */
+#ifndef KF_CPU_KERNELS_H
+#define KF_CPU_KERNELS_H
+
+#include "kf_gguf.h"
+#include "kf_model.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct kf_cpu_pool;
+
+/* Activation block: 32 values x ~= d * qs[i]; s16[h] = sum of qs[16h .. 16h+16). */
+typedef struct kf_q8a {
+    float d;
+    int16_t s16[2];
+    int8_t qs[32];
+} kf_q8a_t;
+
+#define KF_Q8A_BLOCK 32
+
+const char *kf_cpu_simd_name(void);
+
+/* Half and bfloat16 conversions (round to nearest even). */
+float kf_cpu_f16_to_f32(uint16_t h);
+uint16_t kf_cpu_f32_to_f16(float f);
+float kf_cpu_f16_to_f32_ref(uint16_t h);
+uint16_t kf_cpu_f32_to_f16_ref(float f);
+float kf_cpu_bf16_to_f32(uint16_t h);
+void kf_cpu_f16_to_f32_row(const uint16_t *src, float *dst, size_t n);
+void kf_cpu_f32_to_f16_row(const float *src, uint16_t *dst, size_t n);
+
+/* Quantizes n floats (n % 32 == 0) to n / 32 activation blocks: d = max|x| / 127,
+ * qs = round-half-even(x / d). Scalar on purpose: O(n) per token against O(n * rows) for the
+ * matmul that consumes it. */
+void kf_cpu_quantize_q8a(const float *x, kf_q8a_t *y, size_t n);
+
+/* Widens row `src` of n elements of type `t` to floats. Scalar, any supported type. */
+void kf_cpu_dequant_row(kf_tensor_type_t t, const void *src, float *dst, size_t n);
+
+/* Float dot products: w row of n elements, x floats. */
+float kf_cpu_dot_f32(const float *w, const float *x, size_t n);
+float kf_cpu_dot_f16(const uint16_t *w, const float *x, size_t n);
+float kf_cpu_dot_bf16(const uint16_t *w, const float *x, size_t n);
+float kf_cpu_dot_f32_ref(const float *w, const float *x, size_t n);
+float kf_cpu_dot_f16_ref(const uint16_t *w, const float *x, size_t n);
+float kf_cpu_dot_bf16_ref(const uint16_t *w, const float *x, size_t n);
+
+/* Quantized dot products: w is a row of n elements in the GGUF block format, x the same row's
+ * activation blocks (n / 32 of them). n is a multiple of the weight type's block. */
+float kf_cpu_dot_q8_0(const void *w, const kf_q8a_t *x, size_t n);
+float kf_cpu_dot_q4_0(const void *w, const kf_q8a_t *x, size_t n);
+float kf_cpu_dot_q4_k(const void *w, const kf_q8a_t *x, size_t n);
+float kf_cpu_dot_q6_k(const void *w, const kf_q8a_t *x, size_t n);
+/* Four activation rows at once against one Q8_0 weight row (bit-identical to four calls of
+ * kf_cpu_dot_q8_0): the batched matmul's inner kernel. */
+void kf_cpu_dot_q8_0_x4(const void *w, const kf_q8a_t *const x[4], size_t n, float out[4]);
+float kf_cpu_dot_q8_0_ref(const void *w, const kf_q8a_t *x, size_t n);
+float kf_cpu_dot_q4_0_ref(const void *w, const kf_q8a_t *x, size_t n);
+float kf_cpu_dot_q4_k_ref(const void *w, const kf_q8a_t *x, size_t n);
+float kf_cpu_dot_q6_k_ref(const void *w, const kf_q8a_t *x, size_t n);
+
+/* 1 when weights of type t multiply against kf_q8a_t activations (else against floats). */
+int kf_cpu_type_uses_q8a(kf_tensor_type_t t);
+
+/* Y[t][o] = sum_i W[o][i] * X[t][i] for t < n_tok, o < W->ne1, run on `pool` (NULL: caller's
+ * thread only). X is n_tok rows of W->ne0 floats; Xq (may be NULL when the type does not use
+ * it) the same rows already quantized with kf_cpu_quantize_q8a (n_tok * ne0/32 blocks).
+ * Y rows have stride ldy floats. Each weight row is read once for all tokens. */
+void kf_cpu_matmul(struct kf_cpu_pool *pool,
+                   const kf_weight_t *W,
+                   const float *X,
+                   const kf_q8a_t *Xq,
+                   uint32_t n_tok,
+                   float *Y,
+                   size_t ldy);
+
+/* y = x / sqrt(mean(x^2) + eps) * w (in place allowed). */
+void kf_cpu_rmsnorm(const float *x, const float *w, float *y, size_t n, float eps);
+
+/* Rotates the first n_rot dims of each of n_heads heads (head stride head_dim) of `x` at
+ * position pos; inv_freq[i] as from kf_model_rope_inv_freq(). */
+void kf_cpu_rope(float *x,
+                 uint32_t n_heads,
+                 uint32_t head_dim,
+                 uint32_t n_rot,
+                 int32_t pos,
+                 const float *inv_freq,
+                 kf_rope_order_t order);
+
+/* In-place softmax of n floats. */
+void kf_cpu_softmax(float *x, size_t n);
+
+/* silu(g) * u, elementwise, into g. */
+void kf_cpu_swiglu(float *g, const float *u, size_t n);
+
+/*
+ * Attention of one query head over one sequence's paged K/V:
+ *   out[d] = sum_j softmax_j(scale * q . K_j) V_j[d],  j = 0..n_pos-1
+ * K_j and V_j live in `blocks` (block table) of the cache at `cache`: block b's layer-l K rows
+ * start at  cache + b*block_elems + (2*l)*bt*kv_dim, V rows at (2*l+1)*bt*kv_dim, row i of a
+ * block holds position b_idx*bt + i, and this head reads the head_dim values at kv_off.
+ * f16 != 0: the cache holds uint16 halves, else floats. Offsets are in elements.
+ */
+typedef struct kf_cpu_kv_view {
+    const void *cache;
+    int f16;
+    size_t block_elems; /* elements per block (all layers, K and V) */
+    uint32_t bt;        /* positions per block */
+    uint32_t kv_dim;    /* n_head_kv * head_dim */
+    uint32_t layer;
+    const uint32_t *blocks;
+} kf_cpu_kv_view_t;
+
+void kf_cpu_attn_head(const kf_cpu_kv_view_t *kv,
+                      const float *q,
+                      uint32_t head_dim,
+                      uint32_t kv_off,
+                      uint32_t n_pos,
+                      float scale,
+                      float *out);
+
+#endif /* KF_CPU_KERNELS_H */

@@ -1,0 +1,42 @@
+# Engine / scheduler tests (inference/engine.c) on small generated models: a fixture runs
+# `kinfer model-gen` with the real vocabularies from shared/testdata, then test_engine.c runs
+# once per model. Without the vocab files the fixture writes nothing and the tests SKIP (77).
+# Label "integration" (slower than unit tests; no service needed).
+if(NOT TARGET kf_engine OR NOT TARGET kinfer OR NOT TARGET PkgConfig::CMOCKA)
+    return()
+endif()
+set(_kf_eng_vocab ${CMAKE_SOURCE_DIR}/../shared/testdata/tokenizer)
+set(_kf_eng_dir ${CMAKE_BINARY_DIR}/tests/engine_models)
+file(MAKE_DIRECTORY ${_kf_eng_dir})
+
+add_executable(test_engine ${CMAKE_CURRENT_LIST_DIR}/test_engine.c)
+target_link_libraries(test_engine PRIVATE kf_engine PkgConfig::CMOCKA kf_warnings)
+
+# name arch vocab-file
+foreach(_m "qwen2;qwen2;ggml-vocab-qwen2.gguf" "llama;llama;ggml-vocab-llama-bpe.gguf")
+    list(GET _m 0 _name)
+    list(GET _m 1 _arch)
+    list(GET _m 2 _vocab)
+    set(_out ${_kf_eng_dir}/${_name}.gguf)
+    add_test(NAME engine_model_gen_${_name}
+        COMMAND sh -c "if [ -r \"$1\" ]; then exec \"$0\" model-gen --arch ${_arch} --vocab \"$1\" --out \"$2\" --n-embd 64 --n-layer 2 --n-head 4 --n-head-kv 2 --n-ff 128 --ctx 512 --std 0.15 --seed 11 --quiet; else echo \"no vocab $1: engine tests will skip\"; rm -f \"$2\"; fi"
+            $<TARGET_FILE:kinfer> ${_kf_eng_vocab}/${_vocab} ${_out})
+    set_tests_properties(engine_model_gen_${_name} PROPERTIES LABELS integration
+        FIXTURES_SETUP kf_engine_models TIMEOUT 120)
+    add_test(NAME integration_engine_${_name} COMMAND test_engine)
+    set_tests_properties(integration_engine_${_name} PROPERTIES LABELS integration
+        TIMEOUT 600 SKIP_RETURN_CODE 77 FIXTURES_REQUIRED kf_engine_models
+        ENVIRONMENT "KF_TEST_MODEL=${_out};KINFER_LOG_LEVEL=warn")
+endforeach()
+
+# The CLI answers --help and runs end to end on the generated model.
+add_test(NAME cli_generate_help COMMAND kinfer generate --help)
+add_test(NAME cli_bench_infer_help COMMAND kinfer bench-infer --help)
+set_tests_properties(cli_generate_help cli_bench_infer_help PROPERTIES LABELS unit
+    PASS_REGULAR_EXPRESSION "Usage: kinfer")
+add_test(NAME cli_generate_qwen2
+    COMMAND sh -c "[ -r \"$1\" ] || exit 77; exec \"$0\" generate -m \"$1\" -p 'Hello' -n 5 --temp 0 --threads 2 --chat"
+        $<TARGET_FILE:kinfer> ${_kf_eng_dir}/qwen2.gguf)
+set_tests_properties(cli_generate_qwen2 PROPERTIES LABELS integration SKIP_RETURN_CODE 77
+    FIXTURES_REQUIRED kf_engine_models TIMEOUT 120
+    PASS_REGULAR_EXPRESSION "finish=length prompt_tokens=[0-9]+ completion_tokens=5")
