@@ -9,6 +9,10 @@
 #include <string.h>
 
 /* Subcommand entry points, implemented in their own folders. */
+int kf_cmd_smoke(int argc, char **argv);
+int kf_cmd_model_gen(int argc, char **argv);
+int kf_cmd_generate(int argc, char **argv);
+int kf_cmd_bench_infer(int argc, char **argv);
 
 static int
 kf_cmd_version(int argc, char **argv)
@@ -23,6 +27,10 @@ kf_cmd_version(int argc, char **argv)
 
 const kf_cmd_t kf_cmds[] = {
     {"version", kf_cmd_version, "print the version and build features"},
+    {"smoke", kf_cmd_smoke, "produce and consume Avro test records through Kafka"},
+    {"model-gen", kf_cmd_model_gen, "write a test model with random weights and a real vocab"},
+    {"generate", kf_cmd_generate, "generate text from a GGUF model (streams to stdout)"},
+    {"bench-infer", kf_cmd_bench_infer, "measure prefill/decode throughput of the engine"},
     {NULL, NULL, NULL},
 };
 
