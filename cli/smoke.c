@@ -195,8 +195,8 @@ kf_cmd_smoke(int argc, char **argv)
 
     /* The explicit flush below waits for the reports; destroy need not wait again. */
     kf_kafka_kv_t pconf[] = {{"kafka.bootstrap.servers", brokers},
-                       {"kafka.linger.ms", "5"},
-                       {"producer.flush.timeout.ms", "1000"}};
+                             {"kafka.linger.ms", "5"},
+                             {"producer.flush.timeout.ms", "1000"}};
     const char *topics[] = {topic};
     /* An existing topic is fine (--topic); creation failure is reported but auto-creation
      * may still make the run work. */

@@ -126,8 +126,11 @@ kf_txn_has_key(const kf_kafka_kv_t *conf, size_t conf_count, const char *key)
 }
 
 kf_err_t
-kf_txn_new(
-    const kf_kafka_kv_t *conf, size_t conf_count, kf_txn_t **out_txn, char *errstr, size_t errstr_size)
+kf_txn_new(const kf_kafka_kv_t *conf,
+           size_t conf_count,
+           kf_txn_t **out_txn,
+           char *errstr,
+           size_t errstr_size)
 {
     KF_ASSERT(out_txn);
     *out_txn = NULL;

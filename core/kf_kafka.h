@@ -280,8 +280,11 @@ typedef kf_err_t (*kf_txn_transform)(
  *   txn.stage              kf.stage header value (default: the group id)
  *   txn.retry.backoff.ms   / txn.retry.backoff.max.ms   as for the consumer (100 / 5000)
  * Calls rd_kafka_init_transactions(), which fences earlier producers with the same id. */
-kf_err_t kf_txn_new(
-    const kf_kafka_kv_t *conf, size_t conf_count, kf_txn_t **out_txn, char *errstr, size_t errstr_size);
+kf_err_t kf_txn_new(const kf_kafka_kv_t *conf,
+                    size_t conf_count,
+                    kf_txn_t **out_txn,
+                    char *errstr,
+                    size_t errstr_size);
 
 /* Produces one output inside the current transaction (call only from the transform). */
 kf_err_t kf_txn_produce(kf_txn_t *txn, const kf_kafka_msg_t *msg, char *errstr, size_t errstr_size);
