@@ -307,6 +307,17 @@ kf_conf_ent_set(
     return KF_OK;
 }
 
+/* Two declarations of one key agree when type and default are the same. */
+static int
+kf_conf_prop_same(const kf_conf_prop_t *a, const kf_conf_prop_t *b)
+{
+    if (a->type != b->type)
+        return 0;
+    if (!a->def || !b->def)
+        return a->def == b->def;
+    return strcmp(a->def, b->def) == 0;
+}
+
 kf_err_t
 kf_conf_add_table(kf_conf_t *conf,
                   const char *section,
@@ -325,9 +336,16 @@ kf_conf_add_table(kf_conf_t *conf,
             return kf_err_set(errstr, errstr_size, KF_ERR_CONFIG,
                               "table '%s': key '%s' is in the kafka.* pass-through namespace",
                               section, p->name);
-        if (kf_conf_find(conf, p->name))
+        /* Stages that share a key (topics.*, pg.dsn) may each declare it: an identical
+         * declaration is the same key and is kept once; a conflicting one is an error. */
+        const kf_conf_ent_t *prev = kf_conf_find(conf, p->name);
+        if (prev && kf_conf_prop_same(prev->prop, p))
+            continue;
+        if (prev)
             return kf_err_set(errstr, errstr_size, KF_ERR_EXISTS,
-                              "table '%s': key '%s' is already registered", section, p->name);
+                              "table '%s': key '%s' is already registered by table '%s' with a "
+                              "different type or default",
+                              section, p->name, prev->section);
         for (const kf_conf_prop_t *q = props; q < p; q++)
             if (strcmp(q->name, p->name) == 0)
                 return kf_err_set(errstr, errstr_size, KF_ERR_EXISTS,
@@ -342,6 +360,8 @@ kf_conf_add_table(kf_conf_t *conf,
     }
     conf->ents = kf_conf_grow(conf->ents, &conf->cap_ents, conf->nents + n, sizeof(*conf->ents));
     for (const kf_conf_prop_t *p = props; p->name; p++) {
+        if (kf_conf_find(conf, p->name))
+            continue; /* identical shared key, checked above */
         kf_conf_ent_t *ent = &conf->ents[conf->nents++];
         memset(ent, 0, sizeof(*ent));
         ent->prop = p;

@@ -182,7 +182,7 @@ static const struct {
      "\"priority\":0,\"deadline\":null,\"accepted_at\":1774958400000,\"trace_id\":\"\","
      "\"batch_id\":null,\"custom_id\":null,\"lineage\":[{\"symbol\":\"AAPL\","
      "\"topic\":\"kinfer.market.ticks\",\"partition\":3,\"offset\":9876543210,"
-     "\"event_time\":1774958399000}],\"enriched_at\":1774958400500}"},
+     "\"event_time\":1774958399000}],\"enriched_at\":1774958400500,\"messages\":[]}"},
     {KF_AVRO_INFERENCE_RESULT,
      "{\"request_id\":\"r-1\",\"tenant_id\":\"acme\",\"status\":\"completed\","
      "\"text\":\"Hold. Volatility is elevated.\",\"token_ids\":[1,15043,29892,2],"

@@ -299,7 +299,25 @@ test_tables(void **state)
         {.name = "worker.name", .type = KF_CONF_STRING, .desc = "x"}, {.name = NULL}};
     assert_int_equal(kf_conf_add_table(conf, "other", clash, errstr, sizeof(errstr)),
                      KF_ERR_EXISTS);
-    assert_string_equal(errstr, "table 'other': key 'worker.name' is already registered");
+    assert_string_equal(errstr, "table 'other': key 'worker.name' is already registered by table "
+                                "'worker' with a different type or default");
+    /* Two stages declaring the same shared key identically (topics.*, pg.dsn) is fine: the
+     * key is kept once and keeps its value. */
+    static const kf_conf_prop_t shared_a[] = {
+        {.name = "shared.topic", .type = KF_CONF_STRING, .def = "t1", .desc = "a"}, {.name = NULL}};
+    static const kf_conf_prop_t shared_b[] = {
+        {.name = "shared.topic", .type = KF_CONF_STRING, .def = "t1", .desc = "b"},
+        {.name = "shared.other", .type = KF_CONF_INT, .def = "3", .desc = "b"},
+        {.name = NULL}};
+    static const kf_conf_prop_t shared_c[] = {
+        {.name = "shared.topic", .type = KF_CONF_STRING, .def = "t2", .desc = "c"}, {.name = NULL}};
+    assert_int_equal(kf_conf_add_table(conf, "a", shared_a, errstr, sizeof(errstr)), KF_OK);
+    assert_int_equal(kf_conf_set(conf, "shared.topic", "custom", errstr, sizeof(errstr)), KF_OK);
+    assert_int_equal(kf_conf_add_table(conf, "b", shared_b, errstr, sizeof(errstr)), KF_OK);
+    assert_string_equal(kf_conf_get_str(conf, "shared.topic"), "custom");
+    assert_int_equal(kf_conf_get_int(conf, "shared.other"), 3);
+    assert_int_equal(kf_conf_add_table(conf, "c", shared_c, errstr, sizeof(errstr)), KF_ERR_EXISTS);
+    assert_false(kf_conf_has(conf, "missing.key"));
     static const kf_conf_prop_t bad_default[] = {
         {.name = "x.n", .type = KF_CONF_INT, .def = "ten", .desc = "x"}, {.name = NULL}};
     assert_int_equal(kf_conf_add_table(conf, "x", bad_default, errstr, sizeof(errstr)),
