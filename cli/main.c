@@ -13,6 +13,16 @@ int kf_cmd_smoke(int argc, char **argv);
 int kf_cmd_model_gen(int argc, char **argv);
 int kf_cmd_generate(int argc, char **argv);
 int kf_cmd_bench_infer(int argc, char **argv);
+int kf_cmd_sample_data(int argc, char **argv);
+int kf_cmd_risk(int argc, char **argv);
+int kf_cmd_api(int argc, char **argv);
+int kf_cmd_admin(int argc, char **argv);
+int kf_cmd_feed(int argc, char **argv);
+int kf_cmd_enrich(int argc, char **argv);
+int kf_cmd_dispatch(int argc, char **argv);
+int kf_cmd_audit(int argc, char **argv);
+int kf_cmd_infer(int argc, char **argv);
+int kf_cmd_run(int argc, char **argv);
 
 static int
 kf_cmd_version(int argc, char **argv)
@@ -31,6 +41,16 @@ const kf_cmd_t kf_cmds[] = {
     {"model-gen", kf_cmd_model_gen, "write a test model with random weights and a real vocab"},
     {"generate", kf_cmd_generate, "generate text from a GGUF model (streams to stdout)"},
     {"bench-infer", kf_cmd_bench_infer, "measure prefill/decode throughput of the engine"},
+    {"sample-data", kf_cmd_sample_data, "generate seeded market data for risk reports"},
+    {"risk", kf_cmd_risk, "compute a portfolio's risk metrics (VaR, ES, exposures, stress)"},
+    {"feed", kf_cmd_feed, "publish market ticks from a CSV/JSONL file to the market topic"},
+    {"enrich", kf_cmd_enrich, "enrich requests with PostgreSQL context and market data into jobs"},
+    {"api", kf_cmd_api, "serve the HTTP API (requests, batches, status, cancel)"},
+    {"admin", kf_cmd_admin, "create tenants and API keys for the HTTP API"},
+    {"dispatch", kf_cmd_dispatch, "store results and deliver signed webhook callbacks"},
+    {"audit", kf_cmd_audit, "index audit events into the search engine; `audit search` finds them"},
+    {"infer", kf_cmd_infer, "run an inference worker: jobs -> engine -> results, exactly once"},
+    {"run", kf_cmd_run, "run every pipeline stage in one process (api ... audit indexer)"},
     {NULL, NULL, NULL},
 };
 
