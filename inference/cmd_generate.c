@@ -2,6 +2,8 @@
  * cmd_generate.c: the `kinfer generate` and `kinfer bench-infer` subcommands, thin drivers of
  * kf_engine. `generate` streams one completion to stdout (stats to stderr); `bench-infer`
  * prints prefill and decode throughput at several batch sizes, peak RSS and weight bytes.
+ * Both take `--device cpu|cuda|auto` (default auto: the GPU when there is one), passed to
+ * kf_engine_conf_t.backend, and `--host-sample` to keep the logits path on a GPU.
  */
 #include "kf_engine.h"
 #include "kf_gguf.h"
@@ -24,6 +26,7 @@ int kf_cmd_bench_infer(int argc, char **argv);
 typedef struct gen_opts {
     const char *model;
     const char *device;
+    int host_sample;
     int threads;
     size_t kv_mib;
     uint32_t max_batch_seqs, max_batch_tokens, ctx;
@@ -83,6 +86,7 @@ open_engine(const char *cmd,
     kf_engine_conf_t conf;
     kf_engine_conf_init(&conf);
     conf.backend = o->device;
+    conf.sample_on_host = o->host_sample;
     conf.n_threads = o->threads;
     conf.kv_budget_bytes = o->kv_mib << 20;
     conf.max_batch_seqs = o->max_batch_seqs;
@@ -115,7 +119,14 @@ common_opt(const char *cmd, gen_opts_t *o, int argc, char **argv, int *i)
     } else if (!strcmp(a, "--device")) {
         if (!v)
             return -1;
+        if (strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto")) {
+            fprintf(stderr, "%s: --device must be cpu, cuda or auto, got '%s'\n", cmd, v);
+            return -1;
+        }
         o->device = v;
+    } else if (!strcmp(a, "--host-sample")) {
+        o->host_sample = 1;
+        return 1; /* a flag: no value to skip */
     } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) {
         if (!parse_long(cmd, a, v, 0, 1024, &x))
             return -1;
@@ -166,7 +177,8 @@ generate_usage(FILE *fp)
             "  --stop TEXT           stop string (repeatable, up to %d)\n"
             "  --ignore-eos          keep generating past end-of-generation tokens\n"
             "  -t, --threads N       CPU threads (default: all cores)\n"
-            "  --device NAME         cpu (default) or cuda\n"
+            "  --device NAME         cpu, cuda or auto (default: cuda when a GPU is present)\n"
+            "  --host-sample         with cuda, copy logits and sample on the host\n"
             "  --kv-mib N            KV cache budget in MiB (default 256)\n"
             "  --ctx N               max prompt + generated tokens (default: model context)\n",
             MAX_STOPS);
@@ -186,7 +198,7 @@ int
 kf_cmd_generate(int argc, char **argv)
 {
     const char *cmd = "generate";
-    gen_opts_t o = {.device = "cpu", .kv_mib = 256};
+    gen_opts_t o = {.device = "auto", .kv_mib = 256};
     const char *prompt = NULL, *system = NULL, *tmpl = NULL;
     const char *stops[MAX_STOPS];
     size_t n_stops = 0;
@@ -328,10 +340,10 @@ kf_cmd_generate(int argc, char **argv)
         fprintf(stderr,
                 "\n%s: finish=%s prompt_tokens=%u completion_tokens=%u seed=%llu\n"
                 "%s: queue %.1f ms, prefill %.1f ms (%.1f tok/s), decode %.1f ms (%.1f tok/s), "
-                "total %.1f ms, %d threads, chat template %s\n",
+                "total %.1f ms, %d threads, device %s, chat template %s\n",
                 cmd, kf_finish_name(res->finish), res->n_prompt_tokens, res->n_completion_tokens,
                 (unsigned long long)res->seed, cmd, res->queue_ms, res->prefill_ms, pre_tps,
-                res->decode_ms, dec_tps, t1 - t0, kf_engine_n_threads(eng),
+                res->decode_ms, dec_tps, t1 - t0, kf_engine_n_threads(eng), kf_engine_backend(eng),
                 kf_engine_chat_template(eng) ? kf_engine_chat_template(eng) : "none");
         if (res->finish == KF_FINISH_ERROR) {
             fprintf(stderr, "%s: error: %s\n", cmd, res->errstr);
@@ -357,9 +369,12 @@ bench_usage(FILE *fp)
                 "  --prompt-len N     prompt tokens (default 128)\n"
                 "  --gen N            tokens generated per sequence (default 64)\n"
                 "  --seqs LIST        concurrent sequences, comma separated (default 1,8,32)\n"
-                "  --device NAME      cpu (default) or cuda\n"
+                "  --device NAME      cpu, cuda or auto (default: cuda when a GPU is present)\n"
+                "  --host-sample      with cuda, copy logits and sample on the host\n"
                 "  --kv-mib N         KV cache budget in MiB (default 256)\n"
-                "  --batch-tokens N   max tokens per forward call (default 512)\n");
+                "  --batch-tokens N   max tokens per forward call (default 512)\n"
+                "  --warmup N         untimed rounds of the whole run first (default: 1 on\n"
+                "                     cuda, where first calls capture CUDA graphs; 0 on cpu)\n");
 }
 
 /* A prompt of exactly n tokens: the tokenized filler text repeated, rotated by `shift` so
@@ -379,8 +394,8 @@ int
 kf_cmd_bench_infer(int argc, char **argv)
 {
     const char *cmd = "bench-infer";
-    gen_opts_t o = {.device = "cpu", .kv_mib = 256, .threads = 2};
-    long prompt_len = 128, gen = 64;
+    gen_opts_t o = {.device = "auto", .kv_mib = 256, .threads = 2};
+    long prompt_len = 128, gen = 64, warmup = -1;
     uint32_t seqs[MAX_SEQS] = {1, 8, 32};
     size_t n_seqs = 3;
     for (int i = 1; i < argc; i++) {
@@ -402,6 +417,9 @@ kf_cmd_bench_infer(int argc, char **argv)
                 return 2;
         } else if (!strcmp(a, "--gen")) {
             if (!parse_long(cmd, a, v, 2, 1L << 20, &gen))
+                return 2;
+        } else if (!strcmp(a, "--warmup")) {
+            if (!parse_long(cmd, a, v, 0, 100, &warmup))
                 return 2;
         } else if (!strcmp(a, "--seqs")) {
             if (!v) {
@@ -460,81 +478,97 @@ kf_cmd_bench_infer(int argc, char **argv)
         kf_model_destroy(model);
         return 1;
     }
-    printf("model %s: %.1f MiB of weights, %d threads, device %s\n", o.model,
-           (double)weight_bytes / (1 << 20), kf_engine_n_threads(eng), o.device);
+    printf("model %s: %.1f MiB of weights, %d threads, device %s (asked: %s), sampling on the "
+           "%s\n",
+           o.model, (double)weight_bytes / (1 << 20), kf_engine_n_threads(eng),
+           kf_engine_backend(eng), o.device,
+           strcmp(kf_engine_backend(eng), "cuda") || o.host_sample ? "host" : "device");
     int rc = 0;
+    if (warmup < 0)
+        warmup = strcmp(kf_engine_backend(eng), "cpu") ? 1 : 0;
+    if (warmup)
+        printf("warm-up: %ld untimed round%s first\n", warmup, warmup > 1 ? "s" : "");
 
-    /* Prefill: one prompt, one generated token. */
-    {
-        int32_t *p = make_prompt(base, n_base, (size_t)prompt_len, 0);
-        kf_request_t req;
-        kf_request_init(&req);
-        kf_sampling_greedy(&req.sampling);
-        req.prompt_ids = p;
-        req.n_prompt_ids = (size_t)prompt_len;
-        req.max_tokens = 1;
-        req.ignore_eos = 1;
-        kf_result_t *res = NULL;
-        if (!p || kf_engine_generate(eng, &req, &res, err, sizeof(err)) != KF_OK) {
-            fprintf(stderr, "%s: prefill run failed: %s\n", cmd, p ? err : "out of memory");
-            rc = 1;
-        } else {
-            printf("prefill: %ld tokens in %.1f ms = %.1f tokens/s\n", prompt_len, res->prefill_ms,
-                   res->prefill_ms > 0 ? prompt_len * 1e3 / res->prefill_ms : 0);
-        }
-        kf_result_destroy(res);
-        free(p);
-    }
-
-    /* Decode at each concurrency. */
-    for (size_t k = 0; k < n_seqs && rc == 0; k++) {
-        uint32_t n = seqs[k];
-        kf_engine_stats_t st0, st1;
-        for (uint32_t j = 0; j < n; j++) {
-            int32_t *p = make_prompt(base, n_base, (size_t)prompt_len, j * 7);
+    for (long round = 0; round <= warmup && rc == 0; round++) {
+        int quiet = round < warmup; /* warm-up rounds print nothing */
+        /* Prefill: one prompt, one generated token. */
+        {
+            int32_t *p = make_prompt(base, n_base, (size_t)prompt_len, 0);
             kf_request_t req;
             kf_request_init(&req);
             kf_sampling_greedy(&req.sampling);
             req.prompt_ids = p;
             req.n_prompt_ids = (size_t)prompt_len;
-            req.max_tokens = (uint32_t)gen;
+            req.max_tokens = 1;
             req.ignore_eos = 1;
-            kf_err_t e = p ? kf_engine_submit(eng, &req, NULL, err, sizeof(err)) : KF_ERR_NOMEM;
-            free(p);
-            if (e) {
-                fprintf(stderr, "%s: submit failed: %s\n", cmd, err);
+            kf_result_t *res = NULL;
+            if (!p || kf_engine_generate(eng, &req, &res, err, sizeof(err)) != KF_OK) {
+                fprintf(stderr, "%s: prefill run failed: %s\n", cmd, p ? err : "out of memory");
                 rc = 1;
-                break;
+            } else if (!quiet) {
+                printf("prefill: %ld tokens in %.1f ms = %.1f tokens/s\n", prompt_len,
+                       res->prefill_ms,
+                       res->prefill_ms > 0 ? prompt_len * 1e3 / res->prefill_ms : 0);
             }
-        }
-        double decode_ms = 0, t_all = wall_ms();
-        uint64_t decode_toks = 0;
-        int busy = 1;
-        while (busy && rc == 0) {
-            kf_engine_stats(eng, &st0);
-            double t0 = wall_ms();
-            if (kf_engine_step(eng, &busy, err, sizeof(err)) != KF_OK) {
-                fprintf(stderr, "%s: step failed: %s\n", cmd, err);
-                rc = 1;
-                break;
-            }
-            double t1 = wall_ms();
-            kf_engine_stats(eng, &st1);
-            if (st1.n_prefill_tokens == st0.n_prefill_tokens &&
-                st1.n_decode_tokens > st0.n_decode_tokens) {
-                decode_ms += t1 - t0;
-                decode_toks += st1.n_decode_tokens - st0.n_decode_tokens;
-            }
-        }
-        kf_result_t *res;
-        while (kf_engine_poll(eng, &res) == KF_OK)
             kf_result_destroy(res);
-        printf("decode: %3u seqs: %llu tokens in %.1f ms = %.1f tokens/s (%.1f per seq); "
-               "batch wall %.1f ms, %llu preemptions\n",
-               n, (unsigned long long)decode_toks, decode_ms,
-               decode_ms > 0 ? decode_toks * 1e3 / decode_ms : 0,
-               decode_ms > 0 ? decode_toks * 1e3 / decode_ms / n : 0, wall_ms() - t_all,
-               (unsigned long long)st1.n_preemptions);
+            free(p);
+        }
+
+        /* Decode at each concurrency. */
+        for (size_t k = 0; k < n_seqs && rc == 0; k++) {
+            uint32_t n = seqs[k];
+            kf_engine_stats_t st0, st1, st_begin;
+            kf_engine_stats(eng, &st_begin);
+            st1 = st_begin;
+            for (uint32_t j = 0; j < n; j++) {
+                int32_t *p = make_prompt(base, n_base, (size_t)prompt_len, j * 7);
+                kf_request_t req;
+                kf_request_init(&req);
+                kf_sampling_greedy(&req.sampling);
+                req.prompt_ids = p;
+                req.n_prompt_ids = (size_t)prompt_len;
+                req.max_tokens = (uint32_t)gen;
+                req.ignore_eos = 1;
+                kf_err_t e = p ? kf_engine_submit(eng, &req, NULL, err, sizeof(err)) : KF_ERR_NOMEM;
+                free(p);
+                if (e) {
+                    fprintf(stderr, "%s: submit failed: %s\n", cmd, err);
+                    rc = 1;
+                    break;
+                }
+            }
+            double decode_ms = 0, t_all = wall_ms();
+            uint64_t decode_toks = 0;
+            int busy = 1;
+            while (busy && rc == 0) {
+                kf_engine_stats(eng, &st0);
+                double t0 = wall_ms();
+                if (kf_engine_step(eng, &busy, err, sizeof(err)) != KF_OK) {
+                    fprintf(stderr, "%s: step failed: %s\n", cmd, err);
+                    rc = 1;
+                    break;
+                }
+                double t1 = wall_ms();
+                kf_engine_stats(eng, &st1);
+                if (st1.n_prefill_tokens == st0.n_prefill_tokens &&
+                    st1.n_decode_tokens > st0.n_decode_tokens) {
+                    decode_ms += t1 - t0;
+                    decode_toks += st1.n_decode_tokens - st0.n_decode_tokens;
+                }
+            }
+            kf_result_t *res;
+            while (kf_engine_poll(eng, &res) == KF_OK)
+                kf_result_destroy(res);
+            if (quiet)
+                continue;
+            printf("decode: %3u seqs: %llu tokens in %.1f ms = %.1f tokens/s (%.1f per seq); "
+                   "batch wall %.1f ms, %llu preemptions, %llu tokens sampled on the device\n",
+                   n, (unsigned long long)decode_toks, decode_ms,
+                   decode_ms > 0 ? decode_toks * 1e3 / decode_ms : 0,
+                   decode_ms > 0 ? decode_toks * 1e3 / decode_ms / n : 0, wall_ms() - t_all,
+                   (unsigned long long)(st1.n_preemptions - st_begin.n_preemptions),
+                   (unsigned long long)(st1.n_device_sampled - st_begin.n_device_sampled));
+        }
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);

@@ -22,9 +22,18 @@
  * reaches the end of `toks`; the sampled token is appended. Preemption frees the blocks and
  * sets n_computed to 0, so recomputation is just a longer prefill of the same tokens, and the
  * sampler (with its PRNG state and penalty history) is untouched: the output is unchanged.
+ *
+ * Sampling on the GPU (CUDA backend): a sequence is of the "device kind" when its sampling
+ * fits the device sampler exactly (no repetition penalty; greedy or top_k in 1..1024) and is
+ * decided once, at submit, so that its random stream never depends on the batch around it.
+ * A step whose logits rows all belong to device-kind sequences calls kf_cuda_forward_sample()
+ * and gets token ids back; any other step takes the logits path, where device-kind rows with a
+ * temperature go through kf_cuda_sample_logits() with the same uniform numbers, so that a
+ * sequence is sampled by the same rule whichever kind of step it lands in.
  */
 #include "kf_engine.h"
 
+#include "backends/cuda/kf_cuda.h" /* kf_backend_pick(); the rest only with KF_HAVE_CUDA */
 #include "kf_backend.h"
 #include "kf_kv.h"
 #include "kf_log.h"
@@ -62,6 +71,9 @@ typedef struct kf_seq {
     int placed;          /* in the batch being built */
 
     kf_sampler_t *smp;
+    kf_sampling_t sp; /* the request's sampling (seed resolved) */
+    int on_dev;       /* device kind: sampled by the GPU sampler (see the top comment) */
+    uint64_t rng[4];  /* xoshiro256** state of the device kind's uniform draws */
     char **stops;
     size_t n_stops;
     uint32_t max_tokens;
@@ -111,7 +123,10 @@ struct kf_engine {
     kf_batch_tok_t *btoks;
     kf_seq_t **brows; /* seq of each logits row */
     float *logits;
-    kf_engine_stats_t pstats; /* step-private counters, published into `stats` under mu */
+    int dev_sample;            /* CUDA backend and sampling on the device allowed */
+    kf_cuda_sample_t *sparams; /* per logits row, for the GPU sampler */
+    int32_t *stoks;            /* per logits row, the GPU sampler's picks */
+    kf_engine_stats_t pstats;  /* step-private counters, published into `stats` under mu */
 
     /* Shared, under mu. */
     pthread_mutex_t mu;
@@ -236,7 +251,138 @@ text_append(kf_seq_t *s, const char *p, size_t n)
     return 1;
 }
 
+/* ---- sampling on the GPU ------------------------------------------------------------------ */
+
+/* The device kind's PRNG is built like kf_sampler's (splitmix64 spreading the seed over a
+ * xoshiro256** state), so a seed means the same stream of draws on both paths. */
+static uint64_t
+mix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static void
+rng_seed(uint64_t st[4], uint64_t seed)
+{
+    for (int i = 0; i < 4; i++)
+        st[i] = mix64(&seed);
+}
+
+static uint64_t
+rng_next(uint64_t st[4])
+{
+    uint64_t x = st[1] * 5;
+    uint64_t out = ((x << 7) | (x >> 57)) * 9;
+    uint64_t t = st[1] << 17;
+    st[2] ^= st[0];
+    st[3] ^= st[1];
+    st[1] ^= st[2];
+    st[0] ^= st[3];
+    st[2] ^= t;
+    st[3] = (st[3] << 45) | (st[3] >> 19);
+    return out;
+}
+
+/* Uniform in [0, 1) with 24 bits: every value is exact in a float, so none rounds up to the 1.0
+ * that the device sampler rejects. */
+static float
+rng_uniform24(uint64_t st[4])
+{
+    return (float)(rng_next(st) >> 40) * (1.0f / 16777216.0f);
+}
+
+/* 1 when the device sampler gives exactly the CPU sampler's candidate filtering for `sp`: no
+ * repetition penalty (it needs the token history on the host), and greedy or a top-k the
+ * device honours as such (top_k off would mean "the 1024 best" there, the whole vocabulary on
+ * the CPU). */
+static int
+sampling_fits_device(const kf_sampling_t *sp)
+{
+    if (sp->repeat_penalty != 1.0f && sp->repeat_last_n != 0)
+        return 0;
+    return sp->temperature <= 0.0f || (sp->top_k >= 1 && sp->top_k <= KF_CUDA_SAMPLE_MAX_K);
+}
+
+/* Fills eng->sparams for the first `nrows` logits rows. Device-kind rows get their own
+ * parameters and, with a temperature, one draw from their PRNG; the others (only present in a
+ * mixed step, where their pick is discarded) get greedy settings and draw nothing. Returns the
+ * number of device-kind rows that sample with a temperature. */
+static uint32_t
+fill_sample_params(kf_engine_t *eng, uint32_t nrows)
+{
+    uint32_t n_temp = 0;
+    for (uint32_t r = 0; r < nrows; r++) {
+        const kf_seq_t *s = eng->brows[r];
+        kf_cuda_sample_t *p = &eng->sparams[r];
+        *p = (kf_cuda_sample_t){.temperature = 0.0f, .top_k = 1, .top_p = 1.0f};
+        if (!s->on_dev)
+            continue;
+        p->temperature = s->sp.temperature;
+        p->top_k = s->sp.top_k;
+        p->top_p = s->sp.top_p;
+        p->min_p = s->sp.min_p;
+        if (s->sp.temperature > 0.0f) {
+            p->u = rng_uniform24(eng->brows[r]->rng);
+            n_temp++;
+        }
+    }
+    return n_temp;
+}
+
 /* ---- construction ---------------------------------------------------------------------- */
+
+/* Starts the backend that conf->backend names (cpu, cuda, auto; kf_engine.h). */
+static kf_err_t
+start_backend(kf_engine_t *eng,
+              const kf_engine_conf_t *conf,
+              const kf_backend_conf_t *bc,
+              char *errstr,
+              size_t errstr_size)
+{
+    const char *want = conf->backend ? conf->backend : "cpu";
+    const char *name = kf_backend_pick(want);
+    if (!name)
+        return kf_err_set(errstr, errstr_size, KF_ERR_NOT_FOUND,
+                          "engine: unknown device '%s' (cpu, cuda or auto)", want);
+    int is_auto = !strcmp(want, "auto");
+    /* An explicit cuda must not quietly become cpu: say exactly what is missing. */
+    if (!strcmp(want, "cuda")) {
+        if (!kf_backend_available("cuda"))
+            return kf_err_set(errstr, errstr_size, KF_ERR_UNSUPPORTED,
+                              "engine: device cuda: this build has no CUDA backend (nvcc was not "
+                              "found when it was built); use --device cpu or auto");
+#ifdef KF_HAVE_CUDA
+        int n_dev = kf_cuda_device_count();
+        if (n_dev == 0)
+            return kf_err_set(errstr, errstr_size, KF_ERR_UNSUPPORTED,
+                              "engine: device cuda: no CUDA device found (no GPU or no driver); "
+                              "use --device cpu or auto");
+        if (conf->device < 0 || conf->device >= n_dev)
+            return kf_err_set(errstr, errstr_size, KF_ERR_UNSUPPORTED,
+                              "engine: device cuda: GPU %d asked for, %d present", conf->device,
+                              n_dev);
+#endif
+    }
+    if (is_auto && !strcmp(name, "cpu"))
+        kf_log(KF_LOG_INFO, "engine", "device auto: %s; using the cpu backend",
+               kf_backend_available("cuda") ? "no CUDA device found"
+                                            : "this build has no CUDA backend");
+    kf_err_t err = kf_backend_new(name, eng->model, eng->kv, bc, &eng->be, errstr, errstr_size);
+    if (err && is_auto && !strcmp(name, "cuda")) {
+        kf_log(KF_LOG_WARN, "engine",
+               "device auto: the cuda backend failed (%s); falling back to "
+               "the cpu backend",
+               errstr);
+        err = kf_backend_new("cpu", eng->model, eng->kv, bc, &eng->be, errstr, errstr_size);
+    } else if (!err && is_auto && !strcmp(name, "cuda")) {
+        kf_log(KF_LOG_INFO, "engine", "device auto: using the cuda backend on GPU %d",
+               conf->device);
+    }
+    return err;
+}
 
 static kf_err_t
 detect_chat(kf_engine_t *eng, const char *name, char *errstr, size_t errstr_size)
@@ -343,10 +489,12 @@ kf_engine_new(const kf_model_t *model,
         .device = conf.device,
         .max_batch = conf.max_batch_tokens,
     };
-    err = kf_backend_new(conf.backend ? conf.backend : "cpu", model, eng->kv, &bc, &eng->be, errstr,
-                         errstr_size);
+    err = start_backend(eng, &conf, &bc, errstr, errstr_size);
     if (err)
         goto fail;
+#ifdef KF_HAVE_CUDA
+    eng->dev_sample = !strcmp(kf_backend_name(eng->be), "cuda") && !conf.sample_on_host;
+#endif
     if (kf_backend_max_batch(eng->be) < conf.max_batch_tokens)
         conf.max_batch_tokens = kf_backend_max_batch(eng->be);
     if (conf.max_batch_seqs > conf.max_batch_tokens)
@@ -356,7 +504,10 @@ kf_engine_new(const kf_model_t *model,
     eng->btoks = calloc(conf.max_batch_tokens, sizeof(*eng->btoks));
     eng->brows = calloc(conf.max_batch_seqs, sizeof(*eng->brows));
     eng->logits = malloc((size_t)conf.max_batch_seqs * hp->n_vocab * sizeof(float));
-    if (!eng->running || !eng->btoks || !eng->brows || !eng->logits) {
+    eng->sparams = calloc(conf.max_batch_seqs, sizeof(*eng->sparams));
+    eng->stoks = calloc(conf.max_batch_seqs, sizeof(*eng->stoks));
+    if (!eng->running || !eng->btoks || !eng->brows || !eng->logits || !eng->sparams ||
+        !eng->stoks) {
         err = kf_err_set(errstr, errstr_size, KF_ERR_NOMEM,
                          "engine: out of memory for batch buffers");
         goto fail;
@@ -368,10 +519,11 @@ kf_engine_new(const kf_model_t *model,
     eng->stats.kv_block_tokens = kf_kv_block_tokens(eng->kv);
     eng->stats.kv_blocks_free = kf_kv_n_free_blocks(eng->kv);
     kf_log(KF_LOG_INFO, "engine",
-           "engine up: backend %s, %d threads, %u seqs x %u tokens per batch, %u KV blocks of "
+           "engine up: backend %s%s, %d threads, %u seqs x %u tokens per batch, %u KV blocks of "
            "%u tokens, chat template %s",
-           kf_backend_name(eng->be), kf_backend_n_threads(eng->be), conf.max_batch_seqs,
-           conf.max_batch_tokens, kf_kv_n_blocks(eng->kv), kf_kv_block_tokens(eng->kv),
+           kf_backend_name(eng->be), eng->dev_sample ? " (sampling on the device)" : "",
+           kf_backend_n_threads(eng->be), conf.max_batch_seqs, conf.max_batch_tokens,
+           kf_kv_n_blocks(eng->kv), kf_kv_block_tokens(eng->kv),
            eng->has_chat ? kf_chat_tmpl_name(eng->chat) : "none");
     *out = eng;
     return KF_OK;
@@ -590,6 +742,11 @@ submit(kf_engine_t *eng,
         kf_sampler_new(&req->sampling, (int32_t)eng->n_vocab, &s->smp, errstr, errstr_size);
     if (err)
         goto fail;
+    /* Decided once: a sequence keeps one sampling rule and one random stream for its life. */
+    s->sp = req->sampling;
+    s->sp.seed = kf_sampler_seed(s->smp);
+    s->on_dev = eng->dev_sample && sampling_fits_device(&s->sp);
+    rng_seed(s->rng, s->sp.seed);
     err = build_prompt(eng, req, s, errstr, errstr_size);
     if (err)
         goto fail;
@@ -885,11 +1042,10 @@ admit(kf_engine_t *eng, int64_t now)
     }
 }
 
-/* Samples the next token of `s` from `row` and applies the stop conditions. */
+/* Appends the sampled token `t` to `s` and applies the stop conditions. */
 static void
-advance(kf_engine_t *eng, kf_seq_t *s, const float *row, int64_t now)
+advance_token(kf_engine_t *eng, kf_seq_t *s, int32_t t, int64_t now)
 {
-    int32_t t = kf_sampler_sample(s->smp, row);
     kf_sampler_accept(s->smp, t);
     if (!toks_push(s, t)) {
         finish(eng, s, KF_FINISH_ERROR, KF_ERR_NOMEM, "out of memory");
@@ -928,6 +1084,68 @@ advance(kf_engine_t *eng, kf_seq_t *s, const float *row, int64_t now)
         if (tail > hold)
             hold = tail;
         emit_text(eng, s, s->text_len - hold);
+    }
+}
+
+/* Samples the next token of `s` from `row` on the host and applies the stop conditions. */
+static void
+advance(kf_engine_t *eng, kf_seq_t *s, const float *row, int64_t now)
+{
+    advance_token(eng, s, kf_sampler_sample(s->smp, row), now);
+}
+
+/* One forward pass sampled on the GPU: eng->stoks[r] gets the token of logits row r. */
+static kf_err_t
+forward_on_device(
+    kf_engine_t *eng, const kf_batch_t *batch, uint32_t nrows, char *why, size_t why_size)
+{
+#ifdef KF_HAVE_CUDA
+    fill_sample_params(eng, nrows);
+    return kf_cuda_forward_sample(eng->be, batch, eng->sparams, eng->stoks, why, why_size);
+#else
+    (void)eng;
+    (void)batch;
+    (void)nrows;
+    return kf_err_set(why, why_size, KF_ERR_UNSUPPORTED, "no CUDA in this build");
+#endif
+}
+
+/* Samples the rows of a step that took the logits path on a device-sampling engine (a
+ * sequence with a repetition penalty, say, shares the batch). Host-kind rows and greedy
+ * device-kind rows use kf_sampler_sample() (for greedy the two samplers agree: highest logit,
+ * lowest id on ties, NaN never); device-kind rows with a temperature are sampled by the GPU
+ * sampler over the copied rows with their own draws, as in a device step. */
+static void
+sample_mixed(kf_engine_t *eng, uint32_t nrows, uint32_t n_vocab, int64_t now)
+{
+    uint32_t n_temp = fill_sample_params(eng, nrows);
+    kf_err_t err = KF_OK;
+    char why[256] = "";
+#ifdef KF_HAVE_CUDA
+    if (n_temp)
+        err = kf_cuda_sample_logits(eng->conf.device, eng->logits, nrows, n_vocab, eng->sparams,
+                                    eng->stoks, why, sizeof(why));
+#else
+    err =
+        n_temp ? kf_err_set(why, sizeof(why), KF_ERR_UNSUPPORTED, "no CUDA in this build") : KF_OK;
+#endif
+    if (err)
+        kf_log(KF_LOG_ERROR, "engine", "device sampling of %u rows failed: %s", nrows, why);
+    else
+        eng->pstats.n_device_sampled += n_temp;
+    for (uint32_t r = 0; r < nrows; r++) {
+        kf_seq_t *s = eng->brows[r];
+        if (s->state != SEQ_RUNNING)
+            continue;
+        if (s->on_dev && s->sp.temperature > 0.0f) {
+            /* Falling back to the host sampler would change its random stream: fail it. */
+            if (err)
+                finish(eng, s, KF_FINISH_ERROR, err, why);
+            else
+                advance_token(eng, s, eng->stoks[r], now);
+        } else {
+            advance(eng, s, eng->logits + (size_t)r * n_vocab, now);
+        }
     }
 }
 
@@ -995,7 +1213,14 @@ step_locked(kf_engine_t *eng, int *out_busy, char *errstr, size_t errstr_size)
         kf_batch_t batch = {.toks = eng->btoks, .n_tokens = nb};
         kf_logits_t lo = {.data = eng->logits, .cap_rows = eng->conf.max_batch_seqs};
         char why[256] = "";
-        err = kf_backend_forward(eng->be, &batch, &lo, why, sizeof(why));
+        /* Every row of the device kind: the logits stay on the GPU, token ids come back. */
+        int on_dev = eng->dev_sample && nrows > 0;
+        for (uint32_t r = 0; r < nrows && on_dev; r++)
+            on_dev = eng->brows[r]->on_dev;
+        if (on_dev)
+            err = forward_on_device(eng, &batch, nrows, why, sizeof(why));
+        else
+            err = kf_backend_forward(eng->be, &batch, &lo, why, sizeof(why));
         now = now_ns();
         if (err) {
             kf_err_set(errstr, errstr_size, err, "forward failed: %s", why);
@@ -1016,9 +1241,18 @@ step_locked(kf_engine_t *eng, int *out_busy, char *errstr, size_t errstr_size)
                     eng->pstats.n_prefill_tokens += s->chunk;
                 s->n_computed += s->chunk;
             }
-            for (uint32_t r = 0; r < nrows; r++)
-                if (eng->brows[r]->state == SEQ_RUNNING)
-                    advance(eng, eng->brows[r], eng->logits + (size_t)r * lo.n_vocab, now);
+            if (on_dev) {
+                eng->pstats.n_device_sampled += nrows;
+                for (uint32_t r = 0; r < nrows; r++)
+                    if (eng->brows[r]->state == SEQ_RUNNING)
+                        advance_token(eng, eng->brows[r], eng->stoks[r], now);
+            } else if (eng->dev_sample) {
+                sample_mixed(eng, nrows, lo.n_vocab, now);
+            } else {
+                for (uint32_t r = 0; r < nrows; r++)
+                    if (eng->brows[r]->state == SEQ_RUNNING)
+                        advance(eng, eng->brows[r], eng->logits + (size_t)r * lo.n_vocab, now);
+            }
         }
     }
     compact_running(eng);
@@ -1033,6 +1267,7 @@ step_locked(kf_engine_t *eng, int *out_busy, char *errstr, size_t errstr_size)
     eng->stats.n_preemptions = eng->pstats.n_preemptions;
     eng->stats.n_prefill_tokens = eng->pstats.n_prefill_tokens;
     eng->stats.n_decode_tokens = eng->pstats.n_decode_tokens;
+    eng->stats.n_device_sampled = eng->pstats.n_device_sampled;
     eng->stats.n_waiting = n_wait + eng->n_in;
     eng->stats.n_running = eng->n_running;
     eng->stats.kv_blocks_free = kf_kv_n_free_blocks(eng->kv);
@@ -1166,6 +1401,12 @@ kf_engine_chat_template(const kf_engine_t *eng)
     return eng->has_chat ? kf_chat_tmpl_name(eng->chat) : NULL;
 }
 
+const char *
+kf_engine_backend(const kf_engine_t *eng)
+{
+    return kf_backend_name(eng->be);
+}
+
 uint32_t
 kf_engine_n_vocab(const kf_engine_t *eng)
 {
@@ -1240,6 +1481,8 @@ kf_engine_destroy(kf_engine_t *eng)
     free(eng->btoks);
     free(eng->brows);
     free(eng->logits);
+    free(eng->sparams);
+    free(eng->stoks);
     pthread_cond_destroy(&eng->cv_work);
     pthread_cond_destroy(&eng->cv_done);
     pthread_mutex_destroy(&eng->mu);

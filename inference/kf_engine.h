@@ -17,6 +17,23 @@
  * waiting queue; on readmission its prompt and the tokens generated so far are recomputed
  * (re-prefilled), so its output is the same as if it had never been preempted.
  *
+ * Device: conf.backend is "cpu", "cuda" or "auto" (the `--device` of every command that runs
+ * the engine). "auto" takes the CUDA backend when this build has it and a GPU is present, and
+ * otherwise (or when the CUDA backend fails to start) the CPU backend, saying so in a log line;
+ * an explicit "cuda" without a usable GPU is an error. kf_engine_backend() tells which won.
+ *
+ * Sampling on the GPU: with the CUDA backend, a sequence whose sampling has no repetition
+ * penalty and is greedy or has 1 <= top_k <= KF_CUDA_SAMPLE_MAX_K (1024) is sampled on the
+ * device: its logits never leave the GPU, only its token id comes back (kf_cuda.h). The
+ * candidate filtering is the CPU sampler's (kf_sampler.h); the one difference is the random
+ * stream: such a sequence draws one uniform number per sampled token (temperature > 0) from
+ * its own xoshiro256** PRNG, seeded like the sampler's from the request's seed, whereas the
+ * CPU sampler skips the draw when one candidate is left. Same seed and same engine settings
+ * therefore still give the same output whatever else is in the batch. Every other sequence
+ * (repetition penalty, top_k off or above 1024, conf.sample_on_host) keeps the logits path:
+ * rows copied to the host and kf_sampler_sample(). A step that mixes both kinds copies all
+ * rows and samples the device kind through kf_cuda_sample_logits() with the same numbers.
+ *
  * Results carry the text, token ids, finish reason, token counts and queue / prefill / decode
  * times. They are delivered to conf.on_done (called on the thread that runs kf_engine_step)
  * or, without a callback, queued for kf_engine_poll(). Optional streaming: conf.on_text gets
@@ -86,9 +103,10 @@ typedef void(kf_engine_text_cb)(
     kf_seq_id_t id, void *user, const char *piece, size_t len, void *opaque);
 
 typedef struct kf_engine_conf {
-    const char *backend;        /* "cpu" (default) or "cuda" */
+    const char *backend;        /* "cpu" (default), "cuda" or "auto" (see above) */
     int n_threads;              /* backend threads; 0 = online cores */
-    int device;                 /* GPU ordinal */
+    int device;                 /* GPU ordinal for "cuda" / "auto" */
+    int sample_on_host;         /* 1: CUDA copies logits and samples on the host too */
     uint32_t max_batch_seqs;    /* sequences running at once (KV slots); default 32 */
     uint32_t max_batch_tokens;  /* tokens per forward call; default 512 */
     size_t kv_budget_bytes;     /* KV cache memory; default 256 MiB */
@@ -108,8 +126,9 @@ void kf_engine_conf_init(kf_engine_conf_t *conf);
 
 /* Creates the tokenizer, KV cache and backend for `model` (borrowed: it must outlive the
  * engine). `conf` may be NULL. KF_ERR_INVALID_ARG / KF_ERR_LIMIT for bad knobs (e.g. a budget
- * below one block), KF_ERR_NOT_FOUND / KF_ERR_UNSUPPORTED for the backend, or the tokenizer's
- * error. */
+ * below one block), KF_ERR_NOT_FOUND for a backend name other than cpu/cuda/auto,
+ * KF_ERR_UNSUPPORTED for "cuda" in a build without CUDA or without a usable GPU (the message
+ * says which), or the tokenizer's error. */
 kf_err_t kf_engine_new(const kf_model_t *model,
                        const kf_engine_conf_t *conf,
                        kf_engine_t **out,
@@ -191,12 +210,15 @@ typedef struct kf_engine_stats {
     uint64_t n_prefill_tokens; /* tokens fed as prompt (including recomputation) */
     uint64_t n_decode_tokens;  /* tokens fed as decode steps */
     uint64_t n_finished;
+    uint64_t n_device_sampled; /* tokens sampled by the GPU sampler (CUDA backend) */
 } kf_engine_stats_t;
 
 void kf_engine_stats(kf_engine_t *eng, kf_engine_stats_t *out);
 
 /* The chat template in use, or NULL when the model has none that kf_chat knows. */
 const char *kf_engine_chat_template(const kf_engine_t *eng);
+/* The backend in use, "cpu" or "cuda" (what "auto" resolved to). */
+const char *kf_engine_backend(const kf_engine_t *eng);
 /* Vocabulary size. */
 uint32_t kf_engine_n_vocab(const kf_engine_t *eng);
 /* The backend's worker threads. */

@@ -40,3 +40,16 @@ add_test(NAME cli_generate_qwen2
 set_tests_properties(cli_generate_qwen2 PROPERTIES LABELS integration SKIP_RETURN_CODE 77
     FIXTURES_REQUIRED kf_engine_models TIMEOUT 120
     PASS_REGULAR_EXPRESSION "finish=length prompt_tokens=[0-9]+ completion_tokens=5")
+
+# `--device`: a bad value is refused by name; on a GPU machine, sampling on the device and on
+# the host (`--host-sample`) give the same text for the same seed (label gpu; exits 77 when
+# `generate --device cuda` says there is no CUDA device or backend).
+add_test(NAME cli_generate_bad_device
+    COMMAND kinfer generate -m /nonexistent.gguf -p x --device tpu)
+set_tests_properties(cli_generate_bad_device PROPERTIES LABELS unit
+    PASS_REGULAR_EXPRESSION "--device must be cpu, cuda or auto, got 'tpu'")
+add_test(NAME gpu_engine_device_sampling
+    COMMAND sh -c "[ -r \"$1\" ] || exit 77; o='--temp 0.9 --top-k 40 --top-p 1 --min-p 0 --seed 31 -n 32 --ignore-eos --device cuda'; if ! \"$0\" generate -m \"$1\" -p 'Once upon a time' $o >\"$2.dev\" 2>\"$2.err\"; then grep -q 'no CUDA' \"$2.err\" && exit 77; cat \"$2.err\"; exit 1; fi; \"$0\" generate -m \"$1\" -p 'Once upon a time' $o --host-sample >\"$2.host\" || exit 1; cat \"$2.dev\"; cmp \"$2.dev\" \"$2.host\""
+        $<TARGET_FILE:kinfer> ${_kf_eng_dir}/qwen2.gguf ${_kf_eng_dir}/gpu_sampling)
+set_tests_properties(gpu_engine_device_sampling PROPERTIES LABELS gpu SKIP_RETURN_CODE 77
+    FIXTURES_REQUIRED kf_engine_models TIMEOUT 120)

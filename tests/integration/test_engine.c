@@ -8,7 +8,12 @@
  *   - cancel and deadline finish with the right reasons; stop strings cut the text across
  *     token boundaries and streaming never leaks them; counts and timings are filled;
  *   - chat requests render through the detected template; bad requests are refused;
- *   - submit/generate from several threads while kf_engine_run() drives the engine.
+ *   - submit/generate from several threads while kf_engine_run() drives the engine;
+ *   - the device choice (cpu, cuda, auto, and the errors of a bad or unusable one);
+ *   - with a GPU only (cmocka skip() otherwise): sampling on the device gives the tokens of
+ *     the logits path, and a device-sampled sequence keeps its output in a batch that forces
+ *     the logits path for some steps (a neighbour with a repetition penalty).
+ * KF_TEST_BACKEND (cpu, cuda, auto; default cpu) picks the backend of the general tests.
  * Exits 77 (SKIP) when KF_TEST_MODEL is unset or missing.
  */
 #include <setjmp.h>
@@ -17,6 +22,7 @@
 
 #include <cmocka.h>
 
+#include "backends/cuda/kf_cuda.h"
 #include "kf_chat.h"
 #include "kf_engine.h"
 #include "kf_model.h"
@@ -30,6 +36,7 @@
 #include <unistd.h>
 
 static const char *model_path;
+static const char *test_backend = "cpu";
 static kf_model_t *model;
 static kf_tokenizer_t *tok;
 
@@ -52,6 +59,8 @@ mk_engine(const kf_engine_conf_t *conf_in)
         kf_engine_conf_init(&conf);
     if (!conf.n_threads)
         conf.n_threads = 2;
+    if (!conf.backend)
+        conf.backend = test_backend;
     if (!conf.kv_budget_bytes)
         conf.kv_budget_bytes = 16u << 20;
     char err[512] = "";
@@ -578,10 +587,183 @@ test_destroy_cancels_pending(void **state)
     assert_int_equal(dl.finish[1], KF_FINISH_CANCELLED);
 }
 
+/* GPUs this process can use (0 in a build without CUDA). */
+static int
+n_gpus(void)
+{
+#ifdef KF_HAVE_CUDA
+    return kf_cuda_device_count();
+#else
+    return 0;
+#endif
+}
+
+static void
+test_device_choice(void **state)
+{
+    (void)state;
+    kf_engine_conf_t conf;
+    kf_engine_conf_init(&conf);
+    conf.n_threads = 2;
+    conf.kv_budget_bytes = 4u << 20;
+    char err[512] = "";
+    kf_engine_t *eng = NULL;
+
+    /* auto: the GPU when there is one, else the CPU. */
+    conf.backend = "auto";
+    assert_int_equal(kf_engine_new(model, &conf, &eng, err, sizeof(err)), KF_OK);
+    assert_string_equal(kf_engine_backend(eng), n_gpus() > 0 ? "cuda" : "cpu");
+    kf_engine_destroy(eng);
+    eng = NULL;
+
+    /* No backend named: the CPU, as before the choice existed. */
+    conf.backend = NULL;
+    assert_int_equal(kf_engine_new(model, &conf, &eng, err, sizeof(err)), KF_OK);
+    assert_string_equal(kf_engine_backend(eng), "cpu");
+    /* The CPU never samples on a device. */
+    kf_request_t req;
+    kf_request_init(&req);
+    req.prompt = prompts[0];
+    req.max_tokens = 6;
+    req.ignore_eos = 1;
+    req.sampling.seed = 5;
+    kf_result_t *res = NULL;
+    assert_int_equal(kf_engine_generate(eng, &req, &res, err, sizeof(err)), KF_OK);
+    assert_int_equal(res->n_tokens, 6);
+    kf_engine_stats_t st;
+    kf_engine_stats(eng, &st);
+    assert_int_equal(st.n_device_sampled, 0);
+    kf_result_destroy(res);
+    kf_engine_destroy(eng);
+    eng = NULL;
+
+    /* An unknown name is refused and named. */
+    conf.backend = "tpu";
+    assert_int_equal(kf_engine_new(model, &conf, &eng, err, sizeof(err)), KF_ERR_NOT_FOUND);
+    assert_null(eng);
+    assert_non_null(strstr(err, "'tpu'"));
+
+    /* An explicit cuda never turns into cpu: without a GPU it is an error saying why. */
+    conf.backend = "cuda";
+    kf_err_t e = kf_engine_new(model, &conf, &eng, err, sizeof(err));
+    if (n_gpus() > 0) {
+        assert_int_equal(e, KF_OK);
+        assert_string_equal(kf_engine_backend(eng), "cuda");
+        kf_engine_destroy(eng);
+        eng = NULL;
+        /* A GPU ordinal that does not exist. */
+        conf.device = n_gpus();
+        assert_int_equal(kf_engine_new(model, &conf, &eng, err, sizeof(err)), KF_ERR_UNSUPPORTED);
+        assert_non_null(strstr(err, "present"));
+    } else {
+        assert_int_equal(e, KF_ERR_UNSUPPORTED);
+        assert_null(eng);
+        assert_true(strstr(err, "no CUDA device") || strstr(err, "no CUDA backend"));
+    }
+}
+
+/* A sampled request with the CPU sampler's full pipeline on (top-k, top-p, min-p). */
+static void
+sampled_req(kf_request_t *req, const char *prompt, uint32_t max_tokens, uint64_t seed)
+{
+    kf_request_init(req);
+    req->prompt = prompt;
+    req->max_tokens = max_tokens;
+    req->ignore_eos = 1;
+    req->sampling.temperature = 0.9f;
+    req->sampling.top_k = 40;
+    req->sampling.top_p = 0.9f;
+    req->sampling.min_p = 0.02f;
+    req->sampling.seed = seed;
+}
+
+/* Runs `req` alone on a fresh cuda engine; *out_dev gets the tokens sampled on the device. */
+static kf_result_t *
+run_cuda(const kf_request_t *req, int sample_on_host, uint64_t *out_dev)
+{
+    kf_engine_conf_t conf;
+    kf_engine_conf_init(&conf);
+    conf.backend = "cuda";
+    conf.sample_on_host = sample_on_host;
+    kf_engine_t *eng = mk_engine(&conf);
+    kf_result_t *res = NULL;
+    char err[512] = "";
+    kf_err_t e = kf_engine_generate(eng, req, &res, err, sizeof(err));
+    if (e)
+        fprintf(stderr, "generate: %s\n", err);
+    assert_int_equal(e, KF_OK);
+    assert_int_equal(res->finish, KF_FINISH_LENGTH);
+    kf_engine_stats_t st;
+    kf_engine_stats(eng, &st);
+    *out_dev = st.n_device_sampled;
+    kf_engine_destroy(eng);
+    return res;
+}
+
+static void
+test_device_sampling(void **state)
+{
+    (void)state;
+    if (n_gpus() == 0)
+        skip(); /* needs a GPU */
+    kf_request_t req;
+    uint64_t n_dev = 0, n_host = 0;
+
+    /* Greedy and sampled: the device sampler picks what the host sampler picks from the same
+     * logits. The device kind draws the top 24 bits of the number the CPU sampler would draw;
+     * with top-p and min-p off, 40 candidates remain at every step, so the CPU sampler draws
+     * at every step too and both streams stay aligned. */
+    for (int k = 0; k < 2; k++) {
+        if (k == 0) {
+            greedy_req(&req, prompts[3], 24);
+        } else {
+            sampled_req(&req, prompts[1], 24, 4242);
+            req.sampling.top_p = 1.0f;
+            req.sampling.min_p = 0.0f;
+        }
+        kf_result_t *dev = run_cuda(&req, 0, &n_dev);
+        kf_result_t *host = run_cuda(&req, 1, &n_host);
+        assert_int_equal(n_dev, 24);
+        assert_int_equal(n_host, 0);
+        assert_same_tokens(dev, host);
+        kf_result_destroy(dev);
+        kf_result_destroy(host);
+    }
+
+    /* Mixed batch: a penalised neighbour sends the first steps down the logits path; the
+     * sampled sequence must still give its output alone (same seed, same draws). */
+    sampled_req(&req, prompts[1], 24, 4242);
+    kf_result_t *alone = run_cuda(&req, 0, &n_dev);
+    kf_engine_conf_t conf;
+    kf_engine_conf_init(&conf);
+    conf.backend = "cuda";
+    kf_engine_t *eng = mk_engine(&conf);
+    char err[512] = "";
+    kf_request_t pen;
+    sampled_req(&pen, prompts[4], 8, 9);
+    pen.sampling.repeat_penalty = 1.3f;
+    assert_int_equal(kf_engine_submit(eng, &pen, NULL, err, sizeof(err)), KF_OK);
+    assert_int_equal(kf_engine_submit(eng, &req, NULL, err, sizeof(err)), KF_OK);
+    kf_result_t *res[2] = {0};
+    drain(eng, res, 2);
+    assert_int_equal(res[0]->n_tokens, 8);
+    assert_same_tokens(alone, res[1]);
+    kf_engine_stats_t st;
+    kf_engine_stats(eng, &st);
+    /* Every token of the sampled sequence went through the GPU sampler, the neighbour's not. */
+    assert_int_equal(st.n_device_sampled, 24);
+    kf_result_destroy(res[0]);
+    kf_result_destroy(res[1]);
+    kf_result_destroy(alone);
+    kf_engine_destroy(eng);
+}
+
 int
 main(void)
 {
     model_path = getenv("KF_TEST_MODEL");
+    if (getenv("KF_TEST_BACKEND") && getenv("KF_TEST_BACKEND")[0])
+        test_backend = getenv("KF_TEST_BACKEND");
     if (!model_path || access(model_path, R_OK) != 0) {
         fprintf(stderr,
                 "SKIP: KF_TEST_MODEL is unset or unreadable (%s); the model-gen fixture "
@@ -607,6 +789,8 @@ main(void)
         cmocka_unit_test(test_chat_and_bad_requests),
         cmocka_unit_test(test_threads_run_loop),
         cmocka_unit_test(test_destroy_cancels_pending),
+        cmocka_unit_test(test_device_choice),
+        cmocka_unit_test(test_device_sampling),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     kf_tokenizer_destroy(tok);
