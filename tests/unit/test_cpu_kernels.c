@@ -1,9 +1,11 @@
 /*
  * Unit tests of the CPU backend's kernels: every SIMD dot product against its scalar twin and
  * against a plain double-precision dot over dequantized values (dequantized with kf_quant's
- * independent reference code), conversions, matmul with odd shapes on a thread pool, RMSNorm,
- * RoPE in both orderings against hand-computed values, softmax, and paged attention over a
- * shuffled multi-block table against a contiguous computation.
+ * independent reference code), the four-token kernels bit-identical to single calls,
+ * conversions, matmul with odd shapes on a thread pool (against a reference, and batched
+ * against one token at a time: bit-identical), the pool's run_dyn() doing every work item
+ * exactly once, RMSNorm, RoPE in both orderings against hand-computed values, softmax, and
+ * paged attention over a shuffled multi-block table against a contiguous computation.
  */
 #include "cpu_kernels.h"
 #include "cpu_pool.h"
@@ -12,10 +14,12 @@
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -186,28 +190,47 @@ check_dotq(kf_tensor_type_t t, dotq_fn simd, dotq_fn ref, size_t n)
     free(xq);
 }
 
+typedef void (*dotq4_fn)(const void *, const kf_q8a_t *const[4], size_t, float[4]);
+
+/* The four-token kernel of type t against four single-token calls: bit-identical. */
 static void
-test_dot_q8_0_x4(void **state)
+check_dot_x4(kf_tensor_type_t t, dotq4_fn x4, dotq_fn one, size_t n)
 {
-    (void)state;
-    enum { N = 320 };
-    float wf[N], xf[4][N];
-    uint8_t wq[N / 32 * 34];
-    kf_q8a_t xq[4][N / 32];
-    fill(wf, N, 1.0f);
-    assert_int_equal(kf_quant_row(KF_TT_Q8_0, wf, wq, N), KF_OK);
+    float *wf = malloc(n * 4), *xf = malloc(n * 4);
+    void *wq = malloc(kf_quant_row_size(t, (int64_t)n));
+    kf_q8a_t *xq = malloc(sizeof(kf_q8a_t) * (n / 32) * 4);
+    fill(wf, n, 1.0f);
+    assert_int_equal(kf_quant_row(t, wf, wq, (int64_t)n), KF_OK);
     const kf_q8a_t *xs[4];
     for (int k = 0; k < 4; k++) {
-        fill(xf[k], N, (float)(k + 1));
-        kf_cpu_quantize_q8a(xf[k], xq[k], N);
-        xs[k] = xq[k];
+        fill(xf, n, (float)(k + 1));
+        kf_cpu_quantize_q8a(xf, xq + (size_t)k * (n / 32), n);
+        xs[k] = xq + (size_t)k * (n / 32);
     }
     float out[4];
-    kf_cpu_dot_q8_0_x4(wq, xs, N, out);
+    x4(wq, xs, n, out);
     for (int k = 0; k < 4; k++) {
-        float one = kf_cpu_dot_q8_0(wq, xq[k], N);
-        assert_memory_equal(&out[k], &one, sizeof(float)); /* bit-identical */
+        float single = one(wq, xs[k], n);
+        if (memcmp(&out[k], &single, sizeof(float)) != 0) {
+            print_error("%s x4 token %d: %.9g vs single %.9g\n", kf_tensor_type_name(t), k, out[k],
+                        single);
+            fail();
+        }
     }
+    free(wf);
+    free(xf);
+    free(wq);
+    free(xq);
+}
+
+static void
+test_dot_x4(void **state)
+{
+    (void)state;
+    check_dot_x4(KF_TT_Q8_0, kf_cpu_dot_q8_0_x4, kf_cpu_dot_q8_0, 320);
+    check_dot_x4(KF_TT_Q4_0, kf_cpu_dot_q4_0_x4, kf_cpu_dot_q4_0, 320);
+    check_dot_x4(KF_TT_Q4_K, kf_cpu_dot_q4_k_x4, kf_cpu_dot_q4_k, 768);
+    check_dot_x4(KF_TT_Q6_K, kf_cpu_dot_q6_k_x4, kf_cpu_dot_q6_k, 768);
 }
 
 static void
@@ -300,7 +323,128 @@ test_matmul(void **state)
     check_matmul(pool, KF_TT_Q4_0, 64, 17, 2);
     check_matmul(pool, KF_TT_Q4_K, 256, 19, 3);
     check_matmul(pool, KF_TT_Q6_K, 512, 11, 4);
+    /* Register-tiled float paths: K slices with a tail, two token blocks, odd row counts. */
+    check_matmul(pool, KF_TT_F16, 603, 19, 9);
+    check_matmul(pool, KF_TT_F32, 1000, 9, 70);
+    check_matmul(pool, KF_TT_BF16, 264, 5, 8);
+    check_matmul(pool, KF_TT_Q4_K, 256, 9, 8);
+    check_matmul(pool, KF_TT_Q6_K, 256, 9, 5);
+    check_matmul(pool, KF_TT_Q4_0, 64, 17, 6);
     check_matmul(NULL, KF_TT_Q8_0, 32, 2, 1);
+    kf_cpu_pool_destroy(pool);
+}
+
+/* Matmul of n_tok tokens against the same tokens one call each (and on no pool): every
+ * output bit-identical. Shapes reach every path of the tiled kernels: 4-token groups with row
+ * pairs and an odd last row, the single-token 4-row kernel with its 1-row remainder, K slices
+ * (rows longer than 256) with an 8-element tail, and more tokens than one token block (64). */
+static void
+check_matmul_batch_invariant(
+    kf_cpu_pool_t *pool, kf_tensor_type_t t, size_t n_in, size_t n_out, uint32_t n_tok)
+{
+    size_t rb = kf_quant_row_size(t, (int64_t)n_in);
+    float *wf = malloc(n_in * n_out * 4), *X = malloc(n_in * n_tok * 4);
+    uint8_t *W = malloc(rb * n_out);
+    float *Yb = malloc(n_tok * n_out * 4), *Y1 = malloc(n_out * 4);
+    kf_q8a_t *Xq = malloc(sizeof(kf_q8a_t) * (n_in / 32 + 1) * n_tok);
+    fill(wf, n_in * n_out, 1.0f);
+    fill(X, n_in * n_tok, 1.0f);
+    for (size_t r = 0; r < n_out; r++)
+        assert_int_equal(kf_quant_row(t, wf + r * n_in, W + r * rb, (int64_t)n_in), KF_OK);
+    int q = kf_cpu_type_uses_q8a(t);
+    size_t nb = n_in / 32;
+    if (q)
+        for (uint32_t k = 0; k < n_tok; k++)
+            kf_cpu_quantize_q8a(X + k * n_in, Xq + k * nb, n_in);
+    kf_weight_t Wt = {.type = t, .ne0 = n_in, .ne1 = n_out, .row_bytes = rb, .data = W};
+    kf_cpu_matmul(pool, &Wt, X, q ? Xq : NULL, n_tok, Yb, n_out);
+    for (uint32_t k = 0; k < n_tok; k++) {
+        kf_cpu_matmul(k % 2 ? pool : NULL, &Wt, X + k * n_in, q ? Xq + k * nb : NULL, 1, Y1, n_out);
+        for (size_t r = 0; r < n_out; r++) {
+            if (memcmp(&Yb[k * n_out + r], &Y1[r], sizeof(float)) != 0) {
+                print_error("%s %zux%zu tok %u/%u row %zu: batched %.9g vs alone %.9g\n",
+                            kf_tensor_type_name(t), n_out, n_in, k, n_tok, r, Yb[k * n_out + r],
+                            Y1[r]);
+                fail();
+            }
+        }
+    }
+    free(wf);
+    free(X);
+    free(W);
+    free(Yb);
+    free(Y1);
+    free(Xq);
+}
+
+static void
+test_matmul_batch_invariant(void **state)
+{
+    (void)state;
+    kf_cpu_pool_t *pool = NULL;
+    assert_int_equal(kf_cpu_pool_new(2, &pool), KF_OK);
+    static const kf_tensor_type_t ft[] = {KF_TT_F32, KF_TT_F16, KF_TT_BF16};
+    for (size_t i = 0; i < 3; i++) {
+        check_matmul_batch_invariant(pool, ft[i], 45, 13, 11); /* tails everywhere */
+        check_matmul_batch_invariant(pool, ft[i], 603, 19, 9); /* K slices + 3-element tail */
+        check_matmul_batch_invariant(pool, ft[i], 64, 7, 70);  /* two token blocks */
+        check_matmul_batch_invariant(pool, ft[i], 512, 16, 4); /* exact tiles */
+    }
+    check_matmul_batch_invariant(pool, KF_TT_Q8_0, 96, 13, 11);
+    check_matmul_batch_invariant(pool, KF_TT_Q4_0, 96, 13, 9);
+    check_matmul_batch_invariant(pool, KF_TT_Q4_K, 512, 11, 7);
+    check_matmul_batch_invariant(pool, KF_TT_Q6_K, 512, 11, 6);
+    kf_cpu_pool_destroy(pool);
+}
+
+/* run_dyn: work drawn from a shared counter is done exactly once per dispatch, whether the
+ * workers join or not, across back-to-back dispatches (spin path) and ones separated by
+ * sleeps (workers asleep, so the caller usually does everything alone). */
+typedef struct dyn_task {
+    atomic_int next;
+    int n_items;
+    atomic_int hits[257];
+} dyn_task_t;
+
+static void
+dyn_fn(void *arg, int ith, int nth)
+{
+    dyn_task_t *dt = arg;
+    assert_true(ith >= 0 && ith < nth);
+    int i;
+    while ((i = atomic_fetch_add(&dt->next, 1)) < dt->n_items)
+        atomic_fetch_add(&dt->hits[i], 1);
+}
+
+static void
+test_pool_run_dyn(void **state)
+{
+    (void)state;
+    kf_cpu_pool_t *pool = NULL;
+    assert_int_equal(kf_cpu_pool_new(3, &pool), KF_OK);
+    for (int round = 0; round < 3000; round++) {
+        dyn_task_t dt;
+        dt.n_items = 1 + round % 257;
+        atomic_init(&dt.next, 0);
+        for (int i = 0; i < 257; i++)
+            atomic_init(&dt.hits[i], 0);
+        kf_cpu_pool_run_dyn(round % 7 ? pool : NULL, dyn_fn, &dt);
+        for (int i = 0; i < 257; i++)
+            assert_int_equal(atomic_load(&dt.hits[i]), i < dt.n_items ? 1 : 0);
+        if (round % 500 == 499) {
+            struct timespec ts = {0, 5000000}; /* 5 ms: workers go to sleep */
+            nanosleep(&ts, NULL);
+        }
+    }
+    /* The exact-once run() still works on a pool that run_dyn() has used. */
+    dyn_task_t dt;
+    dt.n_items = 100;
+    atomic_init(&dt.next, 0);
+    for (int i = 0; i < 257; i++)
+        atomic_init(&dt.hits[i], 0);
+    kf_cpu_pool_run(pool, dyn_fn, &dt);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(atomic_load(&dt.hits[i]), 1);
     kf_cpu_pool_destroy(pool);
 }
 
@@ -463,9 +607,11 @@ main(void)
         cmocka_unit_test(test_dot_float),
         cmocka_unit_test(test_quantize_q8a),
         cmocka_unit_test(test_dot_quant),
-        cmocka_unit_test(test_dot_q8_0_x4),
+        cmocka_unit_test(test_dot_x4),
         cmocka_unit_test(test_dequant_float_types),
         cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_matmul_batch_invariant),
+        cmocka_unit_test(test_pool_run_dyn),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_softmax_swiglu),

@@ -275,7 +275,7 @@ kf_cpu_forward(kf_backend_t *be, const kf_batch_t *batch, kf_logits_t *out)
         at.chunk = n_items / (4u * (uint64_t)kf_cpu_pool_size(c->pool));
         at.chunk = at.chunk ? at.chunk : 1;
         atomic_init(&at.next, 0);
-        kf_cpu_pool_run(c->pool, kf_cpu_attn_worker, &at);
+        kf_cpu_pool_run_dyn(c->pool, kf_cpu_attn_worker, &at);
         /* Output projection into xn (free now), then the residual add. */
         ready = 0;
         kf_cpu_mm(c, &L->wo, c->att, T, c->xn, E, &ready);

@@ -65,9 +65,13 @@ float kf_cpu_dot_q8_0(const void *w, const kf_q8a_t *x, size_t n);
 float kf_cpu_dot_q4_0(const void *w, const kf_q8a_t *x, size_t n);
 float kf_cpu_dot_q4_k(const void *w, const kf_q8a_t *x, size_t n);
 float kf_cpu_dot_q6_k(const void *w, const kf_q8a_t *x, size_t n);
-/* Four activation rows at once against one Q8_0 weight row (bit-identical to four calls of
- * kf_cpu_dot_q8_0): the batched matmul's inner kernel. */
+/* Four activation rows at once against one weight row, bit-identical to four calls of the
+ * single-token function (the weight block is loaded and unpacked once for all four): the
+ * batched matmul's inner kernels. */
 void kf_cpu_dot_q8_0_x4(const void *w, const kf_q8a_t *const x[4], size_t n, float out[4]);
+void kf_cpu_dot_q4_0_x4(const void *w, const kf_q8a_t *const x[4], size_t n, float out[4]);
+void kf_cpu_dot_q4_k_x4(const void *w, const kf_q8a_t *const x[4], size_t n, float out[4]);
+void kf_cpu_dot_q6_k_x4(const void *w, const kf_q8a_t *const x[4], size_t n, float out[4]);
 float kf_cpu_dot_q8_0_ref(const void *w, const kf_q8a_t *x, size_t n);
 float kf_cpu_dot_q4_0_ref(const void *w, const kf_q8a_t *x, size_t n);
 float kf_cpu_dot_q4_k_ref(const void *w, const kf_q8a_t *x, size_t n);
@@ -79,7 +83,9 @@ int kf_cpu_type_uses_q8a(kf_tensor_type_t t);
 /* Y[t][o] = sum_i W[o][i] * X[t][i] for t < n_tok, o < W->ne1, run on `pool` (NULL: caller's
  * thread only). X is n_tok rows of W->ne0 floats; Xq (may be NULL when the type does not use
  * it) the same rows already quantized with kf_cpu_quantize_q8a (n_tok * ne0/32 blocks).
- * Y rows have stride ldy floats. Each weight row is read once for all tokens. */
+ * Y rows have stride ldy floats. Each weight row is read once for all tokens.
+ * Every output is computed with the same arithmetic whatever n_tok, the thread count or the
+ * position of its token in the batch: batched results are bit-identical to single ones. */
 void kf_cpu_matmul(struct kf_cpu_pool *pool,
                    const kf_weight_t *W,
                    const float *X,
