@@ -540,6 +540,23 @@ kf_kafka_create_topics(const kf_kafka_kv_t *conf,
                        char *errstr,
                        size_t errstr_size)
 {
+    return kf_kafka_create_topics_ex(conf, conf_count, topics, topic_count, partitions, replication,
+                                     NULL, 0, timeout_ms, errstr, errstr_size);
+}
+
+kf_err_t
+kf_kafka_create_topics_ex(const kf_kafka_kv_t *conf,
+                          size_t conf_count,
+                          const char *const *topics,
+                          size_t topic_count,
+                          int partitions,
+                          int replication,
+                          const kf_kafka_kv_t *topic_conf,
+                          size_t topic_conf_count,
+                          int timeout_ms,
+                          char *errstr,
+                          size_t errstr_size)
+{
     KF_ASSERT(topics || topic_count == 0);
     kf_err_t err = KF_OK;
     char rderr[512];
@@ -572,6 +589,16 @@ kf_kafka_create_topics(const kf_kafka_kv_t *conf,
             err = kf_err_set(errstr, errstr_size, KF_ERR_INVALID_ARG, "topic '%s': %s", topics[i],
                              rderr);
             goto out;
+        }
+        for (size_t c = 0; c < topic_conf_count; c++) {
+            rd_kafka_resp_err_t cerr =
+                rd_kafka_NewTopic_set_config(nts[i], topic_conf[c].key, topic_conf[c].value);
+            if (cerr) {
+                err = kf_err_set(errstr, errstr_size, KF_ERR_INVALID_ARG,
+                                 "topic '%s': config %s=%s: %s", topics[i], topic_conf[c].key,
+                                 topic_conf[c].value, rd_kafka_err2str(cerr));
+                goto out;
+            }
         }
     }
     q = rd_kafka_queue_new(rk);

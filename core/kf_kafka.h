@@ -327,4 +327,18 @@ kf_err_t kf_kafka_create_topics(const kf_kafka_kv_t *conf,
                                 char *errstr,
                                 size_t errstr_size);
 
+/* Same, with topic-level configs applied to every created topic (e.g. {"cleanup.policy",
+ * "compact"} for the market topic). An existing topic keeps its configs. */
+kf_err_t kf_kafka_create_topics_ex(const kf_kafka_kv_t *conf,
+                                   size_t conf_count,
+                                   const char *const *topics,
+                                   size_t topic_count,
+                                   int partitions,
+                                   int replication,
+                                   const kf_kafka_kv_t *topic_conf,
+                                   size_t topic_conf_count,
+                                   int timeout_ms,
+                                   char *errstr,
+                                   size_t errstr_size);
+
 #endif /* KF_KAFKA_H */

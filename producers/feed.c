@@ -24,68 +24,11 @@ kf_feed_create_topic(const kf_kafka_kv_t *kafka,
                      char *errstr,
                      size_t errstr_size)
 {
-    /* kf_kafka_create_topics() takes no topic configs, and the market topic must be compacted
-     * (the enricher replays it from the beginning to rebuild the latest state), so this
-     * talks to the admin API itself. */
-    char rderr[512];
-    kf_err_t err = KF_OK;
-    rd_kafka_conf_t *rdconf = rd_kafka_conf_new();
-    for (size_t i = 0; i < kafka_count; i++) {
-        if (strncmp(kafka[i].key, "kafka.", 6))
-            continue;
-        if (rd_kafka_conf_set(rdconf, kafka[i].key + 6, kafka[i].value, rderr, sizeof(rderr)) !=
-            RD_KAFKA_CONF_OK) {
-            rd_kafka_conf_destroy(rdconf);
-            return kf_err_set(errstr, errstr_size, KF_ERR_CONFIG, "%s: %s", kafka[i].key, rderr);
-        }
-    }
-    rd_kafka_conf_set(rdconf, "log_level", "3", NULL, 0);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, rdconf, rderr, sizeof(rderr));
-    if (!rk) {
-        rd_kafka_conf_destroy(rdconf);
-        return kf_err_set(errstr, errstr_size, KF_ERR_KAFKA, "admin client: %s", rderr);
-    }
-    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(topic, partitions, -1, rderr, sizeof(rderr));
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_AdminOptions_t *ao = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-    rd_kafka_event_t *ev = NULL;
-    if (!nt) {
-        err = kf_err_set(errstr, errstr_size, KF_ERR_INVALID_ARG, "topic %s: %s", topic, rderr);
-        goto out;
-    }
-    rd_kafka_NewTopic_set_config(nt, "cleanup.policy", "compact");
-    rd_kafka_AdminOptions_set_operation_timeout(ao, 15000, NULL, 0);
-    rd_kafka_AdminOptions_set_request_timeout(ao, 15000, NULL, 0);
-    rd_kafka_CreateTopics(rk, &nt, 1, ao, q);
-    ev = rd_kafka_queue_poll(q, 20000);
-    if (!ev) {
-        err = kf_err_set(errstr, errstr_size, KF_ERR_TIMEOUT, "creating topic %s timed out", topic);
-        goto out;
-    }
-    if (rd_kafka_event_error(ev)) {
-        err = kf_err_set(errstr, errstr_size, kf_kafka_err_from_rd(rd_kafka_event_error(ev)),
-                         "creating topic %s: %s", topic, rd_kafka_event_error_string(ev));
-        goto out;
-    }
-    size_t n = 0;
-    const rd_kafka_topic_result_t **res =
-        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
-    for (size_t i = 0; i < n; i++) {
-        rd_kafka_resp_err_t terr = rd_kafka_topic_result_error(res[i]);
-        if (terr && terr != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
-            err =
-                kf_err_set(errstr, errstr_size, kf_kafka_err_from_rd(terr), "creating topic %s: %s",
-                           topic, rd_kafka_topic_result_error_string(res[i]));
-    }
-out:
-    if (ev)
-        rd_kafka_event_destroy(ev);
-    rd_kafka_AdminOptions_destroy(ao);
-    rd_kafka_queue_destroy(q);
-    if (nt)
-        rd_kafka_NewTopic_destroy(nt);
-    rd_kafka_destroy(rk);
-    return err;
+    /* Compacted: the enricher replays it from the beginning to rebuild the latest state. */
+    static const kf_kafka_kv_t compact[] = {{"cleanup.policy", "compact"}};
+    const char *topics[] = {topic};
+    return kf_kafka_create_topics_ex(kafka, kafka_count, topics, 1, partitions, -1, compact, 1,
+                                     15000, errstr, errstr_size);
 }
 
 /* ---- run ------------------------------------------------------------------------------- */
