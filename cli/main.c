@@ -15,6 +15,7 @@ int kf_cmd_generate(int argc, char **argv);
 int kf_cmd_bench_infer(int argc, char **argv);
 int kf_cmd_sample_data(int argc, char **argv);
 int kf_cmd_risk(int argc, char **argv);
+int kf_cmd_report(int argc, char **argv);
 int kf_cmd_api(int argc, char **argv);
 int kf_cmd_admin(int argc, char **argv);
 int kf_cmd_feed(int argc, char **argv);
@@ -43,6 +44,7 @@ const kf_cmd_t kf_cmds[] = {
     {"bench-infer", kf_cmd_bench_infer, "measure prefill/decode throughput of the engine"},
     {"sample-data", kf_cmd_sample_data, "generate seeded market data for risk reports"},
     {"risk", kf_cmd_risk, "compute a portfolio's risk metrics (VaR, ES, exposures, stress)"},
+    {"report", kf_cmd_report, "generate risk reports through the pipeline; render stored ones"},
     {"feed", kf_cmd_feed, "publish market ticks from a CSV/JSONL file to the market topic"},
     {"enrich", kf_cmd_enrich, "enrich requests with PostgreSQL context and market data into jobs"},
     {"api", kf_cmd_api, "serve the HTTP API (requests, batches, status, cancel)"},
