@@ -530,7 +530,7 @@ kf_enrich_process(
     kf_enrich_ctx_t c;
     memset(&c, 0, sizeof(c));
     char why[512] = "";
-    char *tmpl = NULL, *rendered = NULL, *metrics_text = NULL;
+    char *tmpl = NULL, *rendered = NULL, *metrics_text = NULL, *summary = NULL;
     json_t *messages_out = NULL, *metrics = NULL;
     kf_err_t err = KF_OK;
 
@@ -647,6 +647,9 @@ kf_enrich_process(
             err = KF_ERR_NOMEM;
             goto out;
         }
+        /* NULL when the metrics lack a headline figure: the placeholder then reads (none). */
+        summary =
+            kf_enrich_risk_summary(metrics, c.portfolio_id, as_of, atof(confidence), atoi(horizon));
     }
     const char *user_text = prompt ? prompt : "";
     if (chat) {
@@ -676,6 +679,7 @@ kf_enrich_process(
         {"risk.confidence", confidence},
         {"risk.horizon_days", horizon},
         {"risk.metrics", metrics_text ? metrics_text : none},
+        {"risk.summary", summary ? summary : none},
     };
     if (c.positions.oom || c.limits.oom) {
         err = KF_ERR_NOMEM;
@@ -721,6 +725,7 @@ out:
     json_decref(messages_out);
     json_decref(metrics);
     free(metrics_text);
+    free(summary);
     free(rendered);
     free(tmpl);
     kf_enrich_ctx_free(&c);

@@ -171,6 +171,22 @@ typedef kf_err_t (*kf_enrich_risk_fn)(void *opaque,
  * case risk_report requests fail with "risk_report not available in this build". */
 extern const kf_enrich_risk_fn kf_enrich_risk_default;
 
+/* One-line summary of a risk report (the JSON the risk hook returns) for the {{risk.summary}}
+ * placeholder, in the fixed field order the demo model was trained on
+ * (tools/demo-model/corpus.py), e.g.
+ *   Portfolio P001 as of 2026-10-30: value 32.2M USD; 1-day 99% VaR 1,004,900 (3.12%);
+ *   ES 1,102,400 (3.42%); volatility 10.4%; max drawdown -24.9%; top exposures Utilities
+ *   37.1%, Corporate 16.7%, Financials 15.6%; VaR limit 2.00%; breaches: 1 (VaR 3.12% >
+ *   2.00%); stress gfc_2008 -33.0%.
+ * VaR and ES are the historical figures at `confidence` (0.95 or 0.99) and `horizon_days`
+ * (1 or 10), amounts rounded to hundreds. Returns a malloc'd string, or NULL when the JSON
+ * lacks a required figure (value, the chosen VaR/ES) or memory runs out. */
+char *kf_enrich_risk_summary(const json_t *metrics,
+                             const char *portfolio_id,
+                             const char *as_of,
+                             double confidence,
+                             int horizon_days);
+
 typedef struct kf_enrich kf_enrich_t;
 
 /* Configuration keys: topics.requests/.market/.jobs/.results/.audit, enrich.* and pg.*. */
