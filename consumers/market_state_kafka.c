@@ -117,8 +117,17 @@ kf_follower_targets(kf_market_follower_t *f, int64_t *target, char *errstr, size
 {
     for (int p = 0; p < f->npart; p++) {
         int64_t lo = 0, hi = 0;
-        rd_kafka_resp_err_t rerr =
-            rd_kafka_query_watermark_offsets(f->rk, f->topic, p, &lo, &hi, 10000);
+        rd_kafka_resp_err_t rerr;
+        /* A topic created a moment ago may not have elected its leaders yet: retry those
+         * answers for up to 10 s instead of failing the stage at start. */
+        for (int tries = 0;; tries++) {
+            rerr = rd_kafka_query_watermark_offsets(f->rk, f->topic, p, &lo, &hi, 10000);
+            if (tries >= 100 || (rerr != RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION &&
+                                 rerr != RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE &&
+                                 rerr != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART))
+                break;
+            nanosleep(&(struct timespec){.tv_nsec = 100000000}, NULL);
+        }
         if (rerr)
             return kf_err_set(errstr, errstr_size, kf_kafka_err_from_rd(rerr),
                               "watermarks of %s [%d]: %s", f->topic, p, rd_kafka_err2str(rerr));
@@ -217,9 +226,21 @@ kf_market_follower_start(const kf_kafka_kv_t *kafka,
         goto fail;
     }
 
-    /* Partitions from the metadata of this one topic. */
+    /* Partitions from the metadata of this one topic. The enricher creates the topic just
+     * before this call, and a broker answers UNKNOWN_TOPIC_OR_PART / LEADER_NOT_AVAILABLE until
+     * the new topic's metadata has propagated, so those answers are retried for up to 10 s. */
     rkt = rd_kafka_topic_new(f->rk, topic, NULL);
-    rd_kafka_resp_err_t rerr = rd_kafka_metadata(f->rk, 0, rkt, &md, 10000);
+    rd_kafka_resp_err_t rerr;
+    for (int tries = 0;; tries++) {
+        rerr = rd_kafka_metadata(f->rk, 0, rkt, &md, 10000);
+        if (rerr || tries >= 100 || md->topic_cnt != 1 ||
+            (md->topics[0].err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART &&
+             md->topics[0].err != RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE))
+            break;
+        rd_kafka_metadata_destroy(md);
+        md = NULL;
+        nanosleep(&(struct timespec){.tv_nsec = 100000000}, NULL);
+    }
     if (rerr) {
         err = kf_err_set(errstr, errstr_size, kf_kafka_err_from_rd(rerr), "metadata of %s: %s",
                          topic, rd_kafka_err2str(rerr));

@@ -529,6 +529,45 @@ kf_kafka_topic_list(const char *csv)
 
 /* ---- admin ------------------------------------------------------------------------------- */
 
+/* Waits until the broker's metadata shows `topic` with a leader for every partition, for up to
+ * about timeout_ms. CreateTopics answers once the controller has the topic, but the broker's
+ * metadata cache follows a moment later; a consumer that subscribes in that window sees
+ * "Unknown topic or partition" and is not assigned the topic's partitions until its next
+ * metadata refresh (topic.metadata.refresh.interval.ms, 5 minutes by default). Best effort:
+ * returns silently when the deadline passes. */
+static void
+kf_kafka_wait_topic_visible(rd_kafka_t *rk, const char *topic, int timeout_ms)
+{
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    if (!rkt)
+        return;
+    /* A monotonic deadline: each metadata request may itself take a while. */
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t deadline = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 + timeout_ms;
+    for (;;) {
+        const rd_kafka_metadata_t *md = NULL;
+        int ready = 0;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int64_t left = deadline - ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+        if (left <= 0)
+            break;
+        if (!rd_kafka_metadata(rk, 0, rkt, &md, left < 5000 ? (int)left : 5000) &&
+            md->topic_cnt == 1 && !md->topics[0].err && md->topics[0].partition_cnt > 0) {
+            ready = 1;
+            for (int p = 0; p < md->topics[0].partition_cnt; p++)
+                if (md->topics[0].partitions[p].err || md->topics[0].partitions[p].leader < 0)
+                    ready = 0;
+        }
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        if (ready)
+            break;
+        nanosleep(&(struct timespec){.tv_nsec = 50000000}, NULL);
+    }
+    rd_kafka_topic_destroy(rkt);
+}
+
 kf_err_t
 kf_kafka_create_topics(const kf_kafka_kv_t *conf,
                        size_t conf_count,
@@ -628,6 +667,8 @@ kf_kafka_create_topics_ex(const kf_kafka_kv_t *conf,
             goto out;
         }
     }
+    for (size_t i = 0; i < topic_count; i++)
+        kf_kafka_wait_topic_visible(rk, topics[i], timeout_ms);
 out:
     if (ev)
         rd_kafka_event_destroy(ev);

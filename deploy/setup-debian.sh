@@ -41,7 +41,7 @@ pkgs=(
 	libmicrohttpd-dev libssl-dev libcmocka-dev
 	clang clang-format libclang-rt-14-dev
 	postgresql postgresql-client kcat curl
-	python3 python3-numpy wrk
+	python3 python3-numpy python3-torch wrk
 	util-linux procps
 )
 # Java and Maven run the stack's Kafka and OpenSearch. Any JDK 17+ will do,

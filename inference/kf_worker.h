@@ -176,6 +176,10 @@ typedef struct kf_worker_job {
     uint32_t max_tokens;
     const char **stop; /* n_stop strings, malloc'ed array of borrowed strings */
     size_t n_stop;
+    /* Chat-style job (InferenceJob.messages non-empty; prompt is then ""): the turns the
+     * engine renders with the model's chat template. malloc'ed array of borrowed strings. */
+    kf_chat_msg_t *messages;
+    size_t n_messages;
     int priority;
     int64_t deadline_ms; /* 0: none */
     int64_t accepted_at_ms;

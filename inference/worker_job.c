@@ -23,6 +23,7 @@ kf_worker_job_destroy(kf_worker_job_t *job)
     if (!job)
         return;
     free(job->stop);
+    free(job->messages);
     json_decref(job->json);
     free(job);
 }
@@ -147,6 +148,33 @@ kf_worker_job_decode(
             }
             job->stop[job->n_stop++] = json_string_value(st);
         }
+    }
+    /* Chat turns: the schema says a non-empty list replaces prompt_text, and the engine
+     * applies the model's chat template to them (kf_request_t.messages). */
+    json_t *msgs = json_object_get(root, "messages");
+    size_t n_msgs = json_is_array(msgs) ? json_array_size(msgs) : 0;
+    if (n_msgs) {
+        job->messages = calloc(n_msgs, sizeof(*job->messages));
+        if (!job->messages) {
+            err = kf_err_set(errstr, errstr_size, KF_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        for (size_t i = 0; i < n_msgs; i++) {
+            json_t *m = json_array_get(msgs, i);
+            const char *role = NULL, *content = NULL;
+            err = kf_job_str(m, "role", &role, errstr, errstr_size);
+            if (!err)
+                err = kf_job_str(m, "content", &content, errstr, errstr_size);
+            if (err)
+                goto fail;
+            if (!role) {
+                err = kf_err_set(errstr, errstr_size, KF_ERR_INVALID_ARG,
+                                 "InferenceJob.messages[%zu]: role missing", i);
+                goto fail;
+            }
+            job->messages[i] = (kf_chat_msg_t){.role = role, .content = content ? content : ""};
+        }
+        job->n_messages = n_msgs;
     }
     job->priority = (int)json_integer_value(json_object_get(root, "priority"));
     json_t *dl = json_object_get(root, "deadline");

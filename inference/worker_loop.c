@@ -1102,7 +1102,9 @@ kf_wk_rebalance_cb(rd_kafka_t *rk,
 {
     kf_worker_t *w = opaque;
     rd_kafka_error_t *error = NULL;
-    int coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+    /* NULL while the consumer is closing (a rebalance served by rd_kafka_consumer_close) */
+    const char *proto = rd_kafka_rebalance_protocol(rk);
+    int coop = proto && !strcmp(proto, "COOPERATIVE");
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         kf_log(KF_LOG_INFO, KF_WK_STAGE, "assigned %d partitions of %s", parts->cnt, w->topic_jobs);
         for (int i = 0; i < parts->cnt; i++)
@@ -1207,7 +1209,13 @@ kf_wk_handle_job(kf_worker_t *w, rd_kafka_message_t *rkm)
     }
     kf_request_t req;
     kf_request_init(&req);
-    req.prompt = job->prompt;
+    /* Exactly one prompt form: chat turns when the job has them, else the rendered text. */
+    if (job->n_messages) {
+        req.messages = job->messages;
+        req.n_messages = job->n_messages;
+    } else {
+        req.prompt = job->prompt;
+    }
     req.sampling = job->sampling;
     req.stop = job->stop;
     req.n_stop = job->n_stop;
