@@ -145,6 +145,14 @@ rc=0
 python3 deploy/demo/demo.py --kinfer "$kinfer" --api "http://127.0.0.1:$port" --key "$key" \
     --secret "$secret" --dsn "$dsn" --tenant "$tenant" --since "$since" || rc=$?
 
+step "risk reports: kinfer report run (metrics computed exactly, narrative by the model)"
+# Written where they outlive the demo; the tenant's sample portfolios P001, P002 and P005.
+reports=${KINFER_DEMO_REPORTS:-/tmp/kinfer-demo-reports}
+"$kinfer" report run --as-of 2026-10-30 --portfolio P001,P002,P005 --out "$reports" \
+    --dsn "$dsn" --max-tokens 160 --quiet || rc=1
+ls -l "$reports" >&2 || true
+echo "  open $reports/P001-2026-10-30.html in a browser (self-contained HTML with SVG charts)" >&2
+
 t_end=$(date +%s)
 step "done: build $((t_built - t_start)) s, stack+data+pipeline $((t_req - t_built)) s, requests $((t_end - t_req)) s"
 if [ "$keep" = 1 ]; then
