@@ -483,8 +483,7 @@ kf_dq_rebalance(rd_kafka_t *rk,
 {
     kf_dispatch_t *d = opaque;
     /* NULL while the consumer is closing (a rebalance served by rd_kafka_consumer_close) */
-    const char *proto = rd_kafka_rebalance_protocol(rk);
-    int coop = proto && !strcmp(proto, "COOPERATIVE");
+    int coop = kf_kafka_rebalance_cooperative(rk);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         for (int i = 0; i < parts->cnt; i++) {
             kf_dq_part_t *p = kf_dq_part_get(d, parts->elems[i].topic, parts->elems[i].partition);

@@ -527,6 +527,15 @@ kf_kafka_topic_list(const char *csv)
     return list;
 }
 
+int
+kf_kafka_rebalance_cooperative(rd_kafka_t *rk)
+{
+    /* NULL while the consumer is closing: a rebalance served from rd_kafka_consumer_close()
+     * must not dereference it. */
+    const char *proto = rd_kafka_rebalance_protocol(rk);
+    return proto && !strcmp(proto, "COOPERATIVE");
+}
+
 /* ---- admin ------------------------------------------------------------------------------- */
 
 /* Waits until the broker's metadata shows `topic` with a leader for every partition, for up to

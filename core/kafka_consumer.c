@@ -191,8 +191,7 @@ kf_consumer_rebalance_cb(rd_kafka_t *rk,
 {
     kf_consumer_t *c = opaque;
     /* NULL while the consumer is closing (a rebalance served by rd_kafka_consumer_close) */
-    const char *proto = rd_kafka_rebalance_protocol(rk);
-    int coop = proto && !strcmp(proto, "COOPERATIVE");
+    int coop = kf_kafka_rebalance_cooperative(rk);
     rd_kafka_error_t *error = NULL;
     rd_kafka_resp_err_t rerr = RD_KAFKA_RESP_ERR_NO_ERROR;
 

@@ -78,8 +78,7 @@ kf_txn_rebalance_cb(rd_kafka_t *rk,
 {
     kf_txn_t *txn = opaque;
     /* NULL while the consumer is closing (a rebalance served by rd_kafka_consumer_close) */
-    const char *proto = rd_kafka_rebalance_protocol(rk);
-    int coop = proto && !strcmp(proto, "COOPERATIVE");
+    int coop = kf_kafka_rebalance_cooperative(rk);
     rd_kafka_error_t *error = NULL;
     kf_log(KF_LOG_INFO, "kafka", "txn consumer %s %d partitions",
            err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assigned" : "revoked", parts->cnt);

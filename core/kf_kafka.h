@@ -59,6 +59,12 @@ void kf_kafka_reset_stop(void);
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
+/* 1 when the consumer `rk` (an rd_kafka_t) runs the COOPERATIVE rebalance protocol, 0 for
+ * EAGER and while the consumer is closing (librdkafka then reports no protocol). Rebalance
+ * callbacks use it to pick incremental_assign/unassign over assign. */
+struct rd_kafka_s;
+int kf_kafka_rebalance_cooperative(struct rd_kafka_s *rk);
+
 /* Translates an rd_kafka_resp_err_t (passed as int so this header needs no rdkafka.h).
  * Retriable: timeouts, transport failures, leader / coordinator changes, full queues. */
 kf_err_t kf_kafka_err_from_rd(int rd_err);

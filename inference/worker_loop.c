@@ -1103,8 +1103,7 @@ kf_wk_rebalance_cb(rd_kafka_t *rk,
     kf_worker_t *w = opaque;
     rd_kafka_error_t *error = NULL;
     /* NULL while the consumer is closing (a rebalance served by rd_kafka_consumer_close) */
-    const char *proto = rd_kafka_rebalance_protocol(rk);
-    int coop = proto && !strcmp(proto, "COOPERATIVE");
+    int coop = kf_kafka_rebalance_cooperative(rk);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         kf_log(KF_LOG_INFO, KF_WK_STAGE, "assigned %d partitions of %s", parts->cnt, w->topic_jobs);
         for (int i = 0; i < parts->cnt; i++)
