@@ -115,7 +115,7 @@ kf_avro_rd_blocks(struct kf_avro_rd *rd, avro_schema_t item, int is_map)
             size_t before = rd->pos;
             size_t mark = kf_avro_path_push(&rd->path, "[%zu]", idx);
             if (is_map) {
-                uint64_t klen;
+                uint64_t klen = 0;
                 if ((err = kf_avro_rd_length(rd, &klen)))
                     return err;
                 if (!kf_avro_utf8_ok((const char *)rd->p + rd->pos, (size_t)klen))
@@ -138,7 +138,7 @@ static kf_err_t
 kf_avro_rd_value(struct kf_avro_rd *rd, avro_schema_t s)
 {
     kf_err_t err = KF_OK;
-    int64_t v;
+    int64_t v = 0;
     uint64_t n;
 
     s = kf_avro_deref(s);

@@ -294,7 +294,7 @@ kf_risk_csv_row(kf_risk_csv_state_t *st,
                 size_t errstr_size)
 {
     kf_err_t err = KF_OK;
-    double x;
+    double x = 0.0;
     int32_t d;
     switch (t) {
     case KF_RISK_CSV_PORTFOLIOS:

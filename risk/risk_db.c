@@ -130,7 +130,7 @@ kf_risk_db_load(kf_pg_t *pg,
         goto out;
     for (int r = 0; r < kf_pg_result_ntuples(res); r++) {
         int32_t d;
-        double v;
+        double v = 0.0;
         if ((err = kf_risk_date_parse(kf_pg_result_value(res, r, 1), &d, errstr, errstr_size)) ||
             (err =
                  kf_risk_db_num(kf_pg_result_value(res, r, 2), "close", &v, errstr, errstr_size)) ||
@@ -161,7 +161,7 @@ kf_risk_db_load(kf_pg_t *pg,
         goto out;
     for (int r = 0; r < kf_pg_result_ntuples(res); r++) {
         int32_t d;
-        double v;
+        double v = 0.0;
         if ((err = kf_risk_date_parse(kf_pg_result_value(res, r, 1), &d, errstr, errstr_size)) ||
             (err = kf_risk_db_num(kf_pg_result_value(res, r, 2), "usd_per_unit", &v, errstr,
                                   errstr_size)) ||
@@ -174,7 +174,7 @@ kf_risk_db_load(kf_pg_t *pg,
     if ((err = kf_pg_exec_prepared(pg, "kf_risk_limits", p1, 1, &res, errstr, errstr_size)))
         goto out;
     for (int r = 0; r < kf_pg_result_ntuples(res); r++) {
-        double v;
+        double v = 0.0;
         if ((err = kf_risk_db_num(kf_pg_result_value(res, r, 1), "threshold", &v, errstr,
                                   errstr_size)) ||
             (err = kf_risk_input_add_limit(in, kf_risk_db_str(res, r, 0), v, errstr, errstr_size)))
@@ -186,7 +186,7 @@ kf_risk_db_load(kf_pg_t *pg,
     if ((err = kf_pg_exec_prepared(pg, "kf_risk_shocks", NULL, 0, &res, errstr, errstr_size)))
         goto out;
     for (int r = 0; r < kf_pg_result_ntuples(res); r++) {
-        double v;
+        double v = 0.0;
         if ((err =
                  kf_risk_db_num(kf_pg_result_value(res, r, 3), "shock", &v, errstr, errstr_size)) ||
             (err = kf_risk_input_add_shock(in, kf_risk_db_str(res, r, 0), kf_risk_db_str(res, r, 1),
