@@ -159,16 +159,7 @@ kf_cmd_run(int argc, char **argv)
                 goto out;
             }
         } else if (!strcmp(a, "--set") && next) {
-            char *kv = argv[++i];
-            char *eq = strchr(kv, '=');
-            if (!eq) {
-                fprintf(stderr, "kinfer run: --set needs KEY=VALUE, got '%s'\n", kv);
-                goto out;
-            }
-            *eq = '\0';
-            kf_err_t err = kf_conf_set(conf, kv, eq + 1, errstr, sizeof(errstr));
-            *eq = '=';
-            if (err) {
+            if (kf_conf_set_assignment(conf, argv[++i], errstr, sizeof(errstr))) {
                 fprintf(stderr, "kinfer run: %s\n", errstr);
                 goto out;
             }

@@ -724,16 +724,7 @@ kf_au_load_conf(kf_conf_t *conf, int argc, char **argv, int *dump, char *errstr,
             *dump = 1;
             argv[i] = NULL;
         } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
-            char *kvs = strdup(argv[i + 1]);
-            char *eq = kvs ? strchr(kvs, '=') : NULL;
-            if (!eq) {
-                err = kf_err_set(errstr, errstr_size, KF_ERR_CONFIG,
-                                 "--set '%s': expected KEY=VALUE", argv[i + 1]);
-            } else {
-                *eq = '\0';
-                err = kf_conf_set(conf, kvs, eq + 1, errstr, errstr_size);
-            }
-            free(kvs);
+            err = kf_conf_set_assignment(conf, argv[i + 1], errstr, errstr_size);
             argv[i] = argv[i + 1] = NULL;
             i++;
         }

@@ -1705,16 +1705,7 @@ kf_cmd_dispatch(int argc, char **argv)
     for (int i = 1; err == KF_OK && i < argc; i++) {
         if (strcmp(argv[i], "--set") || i + 1 >= argc)
             continue;
-        char *kvs = strdup(argv[++i]);
-        char *eq = kvs ? strchr(kvs, '=') : NULL;
-        if (!eq) {
-            err = kf_err_set(errstr, sizeof(errstr), KF_ERR_CONFIG,
-                             "--set '%s': expected KEY=VALUE", argv[i]);
-        } else {
-            *eq = '\0';
-            err = kf_conf_set(conf, kvs, eq + 1, errstr, sizeof(errstr));
-        }
-        free(kvs);
+        err = kf_conf_set_assignment(conf, argv[++i], errstr, sizeof(errstr));
     }
     if (err != KF_OK) {
         fprintf(stderr, "kinfer dispatch: %s\n", errstr);

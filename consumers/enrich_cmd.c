@@ -57,15 +57,7 @@ kf_cmd_enrich(int argc, char **argv)
         if (!strcmp(a, "--config") && i + 1 < argc) {
             i++;
         } else if (!strcmp(a, "--set") && i + 1 < argc) {
-            char *eq = strchr(argv[++i], '=');
-            if (!eq) {
-                fprintf(stderr, "kinfer enrich: --set needs KEY=VALUE\n");
-                goto out;
-            }
-            *eq = '\0';
-            kf_err_t err = kf_conf_set(conf, argv[i], eq + 1, errstr, sizeof(errstr));
-            *eq = '=';
-            if (err) {
+            if (kf_conf_set_assignment(conf, argv[++i], errstr, sizeof(errstr))) {
                 fprintf(stderr, "kinfer enrich: %s\n", errstr);
                 goto out;
             }

@@ -418,6 +418,21 @@ kf_conf_set_src(kf_conf_t *conf,
 }
 
 kf_err_t
+kf_conf_set_assignment(kf_conf_t *conf, const char *assignment, char *errstr, size_t errstr_size)
+{
+    const char *eq = strchr(assignment, '=');
+    if (!eq)
+        return kf_err_set(errstr, errstr_size, KF_ERR_CONFIG, "--set needs KEY=VALUE, got '%s'",
+                          assignment);
+    char *key = strndup(assignment, (size_t)(eq - assignment));
+    if (!key)
+        return kf_err_set(errstr, errstr_size, KF_ERR_NOMEM, "out of memory");
+    kf_err_t err = kf_conf_set(conf, key, eq + 1, errstr, errstr_size);
+    free(key);
+    return err;
+}
+
+kf_err_t
 kf_conf_set(kf_conf_t *conf, const char *key, const char *value, char *errstr, size_t errstr_size)
 {
     if (!conf || !key || !value)

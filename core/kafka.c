@@ -527,6 +527,45 @@ kf_kafka_topic_list(const char *csv)
     return list;
 }
 
+kf_err_t
+kf_kafka_conf_group_id(
+    rd_kafka_conf_t *rdconf, char *buf, size_t size, char *errstr, size_t errstr_size)
+{
+    size_t sz = size;
+    if (rd_kafka_conf_get(rdconf, "group.id", buf, &sz) != RD_KAFKA_CONF_OK || !buf[0])
+        return kf_err_set(errstr, errstr_size, KF_ERR_CONFIG,
+                          "configuration key 'kafka.group.id' is required");
+    return KF_OK;
+}
+
+kf_err_t
+kf_kafka_consumer_open(rd_kafka_conf_t *rdconf,
+                       rd_kafka_topic_partition_list_t *subs,
+                       const char *topics,
+                       const char *what,
+                       rd_kafka_t **out,
+                       char *errstr,
+                       size_t errstr_size)
+{
+    char rderr[512];
+    kf_err_t err = KF_OK;
+    *out = rd_kafka_new(RD_KAFKA_CONSUMER, rdconf, rderr, sizeof(rderr));
+    if (!*out) {
+        rd_kafka_conf_destroy(rdconf);
+        err = kf_err_set(errstr, errstr_size, KF_ERR_CONFIG, "%s: %s", what, rderr);
+    } else {
+        /* rdconf is owned by the consumer now. One queue for messages, rebalances and
+         * errors, all served by the caller's poll. */
+        rd_kafka_poll_set_consumer(*out);
+        rd_kafka_resp_err_t rerr = rd_kafka_subscribe(*out, subs);
+        if (rerr)
+            err = kf_err_set(errstr, errstr_size, kf_kafka_err_from_rd(rerr), "subscribe to %s: %s",
+                             topics, rd_kafka_err2str(rerr));
+    }
+    rd_kafka_topic_partition_list_destroy(subs);
+    return err;
+}
+
 int
 kf_kafka_rebalance_cooperative(rd_kafka_t *rk)
 {
@@ -534,6 +573,16 @@ kf_kafka_rebalance_cooperative(rd_kafka_t *rk)
      * must not dereference it. */
     const char *proto = rd_kafka_rebalance_protocol(rk);
     return proto && !strcmp(proto, "COOPERATIVE");
+}
+
+void
+kf_kafka_flush_before_abort(rd_kafka_t *producer, int timeout_ms)
+{
+    int t = timeout_ms > 0 && timeout_ms < 10000 ? timeout_ms : 10000;
+    rd_kafka_resp_err_t err = rd_kafka_flush(producer, t);
+    if (err)
+        kf_log(KF_LOG_WARN, "kafka", "flush before abort: %s; aborting anyway",
+               rd_kafka_err2str(err));
 }
 
 /* ---- admin ------------------------------------------------------------------------------- */

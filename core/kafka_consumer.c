@@ -249,7 +249,6 @@ kf_consumer_new(const kf_kafka_kv_t *conf,
 {
     KF_ASSERT(out_consumer);
     *out_consumer = NULL;
-    char rderr[512];
     kf_err_t err;
     rd_kafka_topic_partition_list_t *subs = NULL;
     kf_consumer_t *c = calloc(1, sizeof(*c));
@@ -277,13 +276,9 @@ kf_consumer_new(const kf_kafka_kv_t *conf,
         err = kf_kafka_conf_set(rdconf, "enable.auto.offset.store", "false", errstr, errstr_size);
     if (err)
         goto fail_conf;
-    size_t gsz = sizeof(c->group_id);
-    if (rd_kafka_conf_get(rdconf, "group.id", c->group_id, &gsz) != RD_KAFKA_CONF_OK ||
-        !c->group_id[0]) {
-        err = kf_err_set(errstr, errstr_size, KF_ERR_CONFIG,
-                         "configuration key 'kafka.group.id' is required");
+    err = kf_kafka_conf_group_id(rdconf, c->group_id, sizeof(c->group_id), errstr, errstr_size);
+    if (err)
         goto fail_conf;
-    }
     subs = kf_kafka_topic_list(c->topics);
     if (!subs) {
         err = kf_err_set(errstr, errstr_size, KF_ERR_CONFIG,
@@ -297,21 +292,11 @@ kf_consumer_new(const kf_kafka_kv_t *conf,
     err = kf_producer_new_filtered(conf, conf_count, &c->dlq, errstr, errstr_size);
     if (err)
         goto fail_conf;
-    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, rdconf, rderr, sizeof(rderr));
-    if (!c->rk) {
-        err = kf_err_set(errstr, errstr_size, KF_ERR_CONFIG, "consumer: %s", rderr);
-        goto fail_conf;
-    }
-    rdconf = NULL; /* owned by rk now */
-    /* One queue for messages, rebalances and errors, all served by kf_consumer_poll(). */
-    rd_kafka_poll_set_consumer(c->rk);
-    rd_kafka_resp_err_t rerr = rd_kafka_subscribe(c->rk, subs);
-    if (rerr) {
-        err = kf_err_set(errstr, errstr_size, kf_kafka_err_from_rd(rerr), "subscribe to %s: %s",
-                         c->topics, rd_kafka_err2str(rerr));
+    err = kf_kafka_consumer_open(rdconf, subs, c->topics, "consumer", &c->rk, errstr, errstr_size);
+    rdconf = NULL;
+    subs = NULL;
+    if (err)
         goto fail;
-    }
-    rd_kafka_topic_partition_list_destroy(subs);
     kf_log(KF_LOG_INFO, "kafka", "consumer group %s subscribed to %s", c->group_id, c->topics);
     *out_consumer = c;
     return KF_OK;

@@ -101,4 +101,21 @@ void kf_kafka_sleep_ms(int64_t ms, atomic_int *flag);
  * the list is empty. */
 rd_kafka_topic_partition_list_t *kf_kafka_topic_list(const char *csv);
 
+/* Reads group.id from a consumer configuration into buf; KF_ERR_CONFIG naming
+ * 'kafka.group.id' when it is missing or empty. */
+kf_err_t kf_kafka_conf_group_id(
+    rd_kafka_conf_t *rdconf, char *buf, size_t size, char *errstr, size_t errstr_size);
+
+/* Creates the consumer from rdconf (always consumed), serves messages, rebalances and errors
+ * from the consumer queue, and subscribes to `topics` (the csv that built subs; subs is
+ * always destroyed). *out is the consumer even when subscribing fails, for the caller's
+ * destroy to close; NULL only when it could not be created. `what` names it in errors. */
+kf_err_t kf_kafka_consumer_open(rd_kafka_conf_t *rdconf,
+                                rd_kafka_topic_partition_list_t *subs,
+                                const char *topics,
+                                const char *what,
+                                rd_kafka_t **out,
+                                char *errstr,
+                                size_t errstr_size);
+
 #endif /* KF_KAFKA_INT_H */

@@ -135,7 +135,6 @@ kf_txn_new(const kf_kafka_kv_t *conf,
 {
     KF_ASSERT(out_txn);
     *out_txn = NULL;
-    char rderr[512];
     kf_err_t err;
     rd_kafka_topic_partition_list_t *subs = NULL;
     kf_txn_t *txn = calloc(1, sizeof(*txn));
@@ -164,15 +163,11 @@ kf_txn_new(const kf_kafka_kv_t *conf,
         err = kf_kafka_conf_set(rdconf, "enable.auto.commit", "false", errstr, errstr_size);
     if (err)
         goto fail_conf;
-    size_t sz = sizeof(txn->group_id);
-    if (rd_kafka_conf_get(rdconf, "group.id", txn->group_id, &sz) != RD_KAFKA_CONF_OK ||
-        !txn->group_id[0]) {
-        err = kf_err_set(errstr, errstr_size, KF_ERR_CONFIG,
-                         "configuration key 'kafka.group.id' is required");
+    err = kf_kafka_conf_group_id(rdconf, txn->group_id, sizeof(txn->group_id), errstr, errstr_size);
+    if (err)
         goto fail_conf;
-    }
     char reset[32];
-    sz = sizeof(reset);
+    size_t sz = sizeof(reset);
     txn->reset_earliest =
         rd_kafka_conf_get(rdconf, "auto.offset.reset", reset, &sz) == RD_KAFKA_CONF_OK &&
         (!strcmp(reset, "earliest") || !strcmp(reset, "smallest") || !strcmp(reset, "beginning"));
@@ -202,20 +197,12 @@ kf_txn_new(const kf_kafka_kv_t *conf,
         rd_kafka_error_destroy(error);
         goto fail_conf;
     }
-    txn->rk = rd_kafka_new(RD_KAFKA_CONSUMER, rdconf, rderr, sizeof(rderr));
-    if (!txn->rk) {
-        err = kf_err_set(errstr, errstr_size, KF_ERR_CONFIG, "txn consumer: %s", rderr);
-        goto fail_conf;
-    }
+    err = kf_kafka_consumer_open(rdconf, subs, txn->topics, "txn consumer", &txn->rk, errstr,
+                                 errstr_size);
     rdconf = NULL;
-    rd_kafka_poll_set_consumer(txn->rk);
-    rd_kafka_resp_err_t rerr = rd_kafka_subscribe(txn->rk, subs);
-    if (rerr) {
-        err = kf_err_set(errstr, errstr_size, kf_kafka_err_from_rd(rerr), "subscribe to %s: %s",
-                         txn->topics, rd_kafka_err2str(rerr));
+    subs = NULL;
+    if (err)
         goto fail;
-    }
-    rd_kafka_topic_partition_list_destroy(subs);
     kf_log(KF_LOG_INFO, "kafka", "txn stage group %s subscribed to %s", txn->group_id, txn->topics);
     *out_txn = txn;
     return KF_OK;
@@ -279,6 +266,8 @@ static kf_err_t
 kf_txn_abort(kf_txn_t *txn, char *errstr, size_t errstr_size)
 {
     rd_kafka_t *prk = kf_producer_rk(txn->producer);
+    if (txn->in_txn)
+        kf_kafka_flush_before_abort(prk, (int)txn->txn_timeout_ms);
     while (txn->in_txn) {
         rd_kafka_error_t *error = rd_kafka_abort_transaction(prk, (int)txn->txn_timeout_ms);
         if (!error) {

@@ -65,6 +65,13 @@ void kf_kafka_reset_stop(void);
 struct rd_kafka_s;
 int kf_kafka_rebalance_cooperative(struct rd_kafka_s *rk);
 
+/* Waits (up to timeout_ms, at most 10 s) for the transactional producer's in-flight messages
+ * before an abort. librdkafka sends the abort's EndTxn once AddPartitionsToTxn is *sent*, not
+ * answered; if the coordinator still sees the transaction as empty it rejects EndTxn with
+ * INVALID_TXN_STATE, a fatal error (librdkafka issue 4849, seen here when a transform failed
+ * right after its first output). A delivered message proves its partition is registered. */
+void kf_kafka_flush_before_abort(struct rd_kafka_s *producer, int timeout_ms);
+
 /* Translates an rd_kafka_resp_err_t (passed as int so this header needs no rdkafka.h).
  * Retriable: timeouts, transport failures, leader / coordinator changes, full queues. */
 kf_err_t kf_kafka_err_from_rd(int rd_err);

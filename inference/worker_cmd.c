@@ -103,17 +103,10 @@ kf_cmd_infer(int argc, char **argv)
         if (!strcmp(a, "--config") && next) {
             i++;
         } else if (!strcmp(a, "--set") && next) {
-            char *kv = argv[++i];
-            char *eq = strchr(kv, '=');
-            if (!eq) {
-                fprintf(stderr, "kinfer infer: --set needs KEY=VALUE, got '%s'\n", kv);
+            if (kf_conf_set_assignment(conf, argv[++i], errstr, sizeof(errstr))) {
+                fprintf(stderr, "kinfer infer: %s\n", errstr);
                 goto out;
             }
-            *eq = '\0';
-            int bad = kf_infer_set(conf, kv, eq + 1);
-            *eq = '=';
-            if (bad)
-                goto out;
         } else if (!strcmp(a, "--dump-config")) {
             dump = 1;
         } else {

@@ -946,6 +946,7 @@ kf_wk_txn_error(kf_worker_t *w, rd_kafka_error_t *error, const char *what)
 static void
 kf_wk_abort(kf_worker_t *w)
 {
+    kf_kafka_flush_before_abort(w->producer, (int)w->txn_timeout_ms);
     for (int tries = 0; tries < 10; tries++) {
         rd_kafka_error_t *error = rd_kafka_abort_transaction(w->producer, (int)w->txn_timeout_ms);
         if (!error)

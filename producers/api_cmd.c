@@ -69,16 +69,7 @@ kf_cmd_api(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--set") || i + 1 >= argc)
             continue;
-        char *kv = argv[++i];
-        char *eq = strchr(kv, '=');
-        if (!eq) {
-            fprintf(stderr, "kinfer api: --set needs KEY=VALUE, not '%s'\n", kv);
-            goto out;
-        }
-        *eq = '\0';
-        kf_err_t err = kf_conf_set(conf, kv, eq + 1, errstr, sizeof(errstr));
-        *eq = '=';
-        if (err) {
+        if (kf_conf_set_assignment(conf, argv[++i], errstr, sizeof(errstr))) {
             fprintf(stderr, "kinfer api: %s\n", errstr);
             goto out;
         }

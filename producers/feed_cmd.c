@@ -135,16 +135,10 @@ kf_cmd_feed(int argc, char **argv)
             if (kf_feed_cmd_set(conf, "feed.source", argv[++i]))
                 goto out;
         } else if (!strcmp(a, "--set") && next) {
-            char *eq = strchr(argv[++i], '=');
-            if (!eq) {
-                fprintf(stderr, "kinfer feed: --set needs KEY=VALUE\n");
+            if (kf_conf_set_assignment(conf, argv[++i], errstr, sizeof(errstr))) {
+                fprintf(stderr, "kinfer feed: %s\n", errstr);
                 goto out;
             }
-            *eq = '\0';
-            kf_err_t err = kf_feed_cmd_set(conf, argv[i], eq + 1);
-            *eq = '=';
-            if (err)
-                goto out;
         } else if (!strcmp(a, "--loop")) {
             kf_feed_cmd_set(conf, "feed.loop", "true");
         } else if (!strcmp(a, "--allow-bad")) {

@@ -180,6 +180,27 @@ test_failed_value_keeps_old(void **state)
     kf_conf_destroy(conf);
 }
 
+/* --set KEY=VALUE text: split at the first '=', the value may hold more of them. */
+static void
+test_set_assignment(void **state)
+{
+    (void)state;
+    kf_conf_t *conf = new_conf();
+    char errstr[256];
+    assert_int_equal(kf_conf_set_assignment(conf, "worker.batch.max=42", errstr, sizeof(errstr)),
+                     KF_OK);
+    assert_int_equal(kf_conf_get_int(conf, "worker.batch.max"), 42);
+    assert_int_equal(
+        kf_conf_set_assignment(conf, "kafka.sasl.password=a=b", errstr, sizeof(errstr)), KF_OK);
+    assert_int_equal(kf_conf_set_assignment(conf, "worker.batch.max", errstr, sizeof(errstr)),
+                     KF_ERR_CONFIG);
+    assert_string_equal(errstr, "--set needs KEY=VALUE, got 'worker.batch.max'");
+    assert_int_equal(kf_conf_set_assignment(conf, "nope=1", errstr, sizeof(errstr)), KF_ERR_CONFIG);
+    assert_string_equal(errstr, "unknown key 'nope'");
+    assert_int_equal(kf_conf_get_int(conf, "worker.batch.max"), 42);
+    kf_conf_destroy(conf);
+}
+
 static void
 test_env(void **state)
 {
@@ -423,12 +444,12 @@ main(int argc, char **argv)
         return 0;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),      cmocka_unit_test(test_file_syntax),
-        cmocka_unit_test(test_file_errors),   cmocka_unit_test(test_failed_value_keeps_old),
-        cmocka_unit_test(test_env),           cmocka_unit_test(test_dump),
-        cmocka_unit_test(test_unset_in_dump), cmocka_unit_test(test_tables),
-        cmocka_unit_test(test_durations),     cmocka_unit_test(test_load_file),
-        cmocka_unit_test(test_docs_in_sync),
+        cmocka_unit_test(test_defaults),       cmocka_unit_test(test_file_syntax),
+        cmocka_unit_test(test_file_errors),    cmocka_unit_test(test_failed_value_keeps_old),
+        cmocka_unit_test(test_set_assignment), cmocka_unit_test(test_env),
+        cmocka_unit_test(test_dump),           cmocka_unit_test(test_unset_in_dump),
+        cmocka_unit_test(test_tables),         cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_load_file),      cmocka_unit_test(test_docs_in_sync),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
