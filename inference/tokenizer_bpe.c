@@ -89,8 +89,9 @@ merge_find(const kf_tokenizer_t *tok, int32_t left, int32_t right)
 
 /* Min-heap on (rank, left). */
 static int
-pair_less(const bpe_pair_t *a, const bpe_pair_t *b)
+pair_less(const void *va, const void *vb)
 {
+    const bpe_pair_t *a = va, *b = vb;
     return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
 }
 
@@ -104,41 +105,15 @@ typedef struct bpe_ctx {
 static void
 heap_push(bpe_ctx_t *cx, const bpe_pair_t *p)
 {
-    kf_tok_scratch_t *sc = cx->sc;
-    if (!kf_tok_grow(sc, &sc->heap, &sc->heap_cap, cx->n_heap + 1, sizeof(bpe_pair_t)))
-        return;
-    bpe_pair_t *h = sc->heap;
-    size_t i = cx->n_heap++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!pair_less(p, &h[parent]))
-            break;
-        h[i] = h[parent];
-        i = parent;
-    }
-    h[i] = *p;
+    _Static_assert(sizeof(bpe_pair_t) <= KF_TOK_HEAP_ELEM_MAX, "heap element size");
+    kf_tok_heap_push(cx->sc, &cx->n_heap, p, sizeof(*p), pair_less);
 }
 
 static bpe_pair_t
 heap_pop(bpe_ctx_t *cx)
 {
-    bpe_pair_t *h = cx->sc->heap;
-    bpe_pair_t top = h[0];
-    bpe_pair_t last = h[--cx->n_heap];
-    size_t n = cx->n_heap, i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n)
-            break;
-        if (c + 1 < n && pair_less(&h[c + 1], &h[c]))
-            c++;
-        if (!pair_less(&h[c], &last))
-            break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (n > 0)
-        h[i] = last;
+    bpe_pair_t top;
+    kf_tok_heap_pop(cx->sc, &cx->n_heap, &top, sizeof(top), pair_less);
     return top;
 }
 

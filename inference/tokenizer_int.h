@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Token attributes (llama.cpp's llama_token_attr bits) plus our EOG mark. */
 #define KF_TOKA_UNKNOWN      0x001u
@@ -165,6 +166,56 @@ typedef struct kf_tok_scratch {
 void kf_tok_scratch_free(kf_tok_scratch_t *sc);
 /* Grows *p (elements of `size` bytes) to hold n; sets sc->oom and returns 0 on failure. */
 int kf_tok_grow(kf_tok_scratch_t *sc, void **p, size_t *cap, size_t n, size_t size);
+
+/*
+ * Binary heap of *n elements of `size` bytes (at most KF_TOK_HEAP_ELEM_MAX) in sc->heap, the
+ * merge queue of both the SentencePiece and the BPE encoder: before(a, b) is true when a must
+ * come out first. Inline so each encoder gets a copy specialised to its element type and
+ * order. push sets sc->oom (and drops the element) when memory runs out; pop needs *n > 0.
+ */
+#define KF_TOK_HEAP_ELEM_MAX 32
+typedef int (*kf_tok_heap_before_fn)(const void *a, const void *b);
+
+static inline void
+kf_tok_heap_push(
+    kf_tok_scratch_t *sc, size_t *n, const void *item, size_t size, kf_tok_heap_before_fn before)
+{
+    if (!kf_tok_grow(sc, &sc->heap, &sc->heap_cap, *n + 1, size))
+        return;
+    unsigned char *h = sc->heap;
+    size_t i = (*n)++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!before(item, h + parent * size))
+            break;
+        memcpy(h + i * size, h + parent * size, size);
+        i = parent;
+    }
+    memcpy(h + i * size, item, size);
+}
+
+static inline void
+kf_tok_heap_pop(
+    kf_tok_scratch_t *sc, size_t *n, void *top, size_t size, kf_tok_heap_before_fn before)
+{
+    unsigned char *h = sc->heap, last[KF_TOK_HEAP_ELEM_MAX];
+    memcpy(top, h, size);
+    size_t m = --*n, i = 0;
+    memcpy(last, h + m * size, size);
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= m)
+            break;
+        if (c + 1 < m && before(h + (c + 1) * size, h + c * size))
+            c++;
+        if (!before(h + c * size, last))
+            break;
+        memcpy(h + i * size, h + c * size, size);
+        i = c;
+    }
+    if (m > 0)
+        memcpy(h + i * size, last, size);
+}
 
 /* Pre-tokenizer (tokenizer_pre.c). */
 kf_pre_type_t kf_pre_from_name(const char *name, int *out_known);

@@ -39,8 +39,9 @@ typedef struct spm_ctx {
 
 /* Max-heap on score, then min on left. */
 static int
-pair_before(const spm_pair_t *a, const spm_pair_t *b)
+pair_before(const void *va, const void *vb)
 {
+    const spm_pair_t *a = va, *b = vb;
     return a->score > b->score || (a->score == b->score && a->left < b->left);
 }
 
@@ -56,41 +57,15 @@ piece_id(const kf_tokenizer_t *tok, const char *s, size_t n)
 static void
 heap_push(spm_ctx_t *cx, const spm_pair_t *p)
 {
-    kf_tok_scratch_t *sc = cx->sc;
-    if (!kf_tok_grow(sc, &sc->heap, &sc->heap_cap, cx->n_heap + 1, sizeof(spm_pair_t)))
-        return;
-    spm_pair_t *h = sc->heap;
-    size_t i = cx->n_heap++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!pair_before(p, &h[parent]))
-            break;
-        h[i] = h[parent];
-        i = parent;
-    }
-    h[i] = *p;
+    _Static_assert(sizeof(spm_pair_t) <= KF_TOK_HEAP_ELEM_MAX, "heap element size");
+    kf_tok_heap_push(cx->sc, &cx->n_heap, p, sizeof(*p), pair_before);
 }
 
 static spm_pair_t
 heap_pop(spm_ctx_t *cx)
 {
-    spm_pair_t *h = cx->sc->heap;
-    spm_pair_t top = h[0];
-    spm_pair_t last = h[--cx->n_heap];
-    size_t n = cx->n_heap, i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n)
-            break;
-        if (c + 1 < n && pair_before(&h[c + 1], &h[c]))
-            c++;
-        if (!pair_before(&h[c], &last))
-            break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (n > 0)
-        h[i] = last;
+    spm_pair_t top;
+    kf_tok_heap_pop(cx->sc, &cx->n_heap, &top, sizeof(top), pair_before);
     return top;
 }
 
