@@ -883,6 +883,12 @@ kf_gguf_file_size(const kf_gguf_t *gf)
     return gf->size;
 }
 
+int
+kf_gguf_is_mapped(const kf_gguf_t *gf)
+{
+    return gf->mapped;
+}
+
 int64_t
 kf_gguf_find_key(const kf_gguf_t *gf, const char *key)
 {

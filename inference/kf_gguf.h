@@ -140,6 +140,8 @@ uint32_t kf_gguf_alignment(const kf_gguf_t *gf);
 uint64_t kf_gguf_data_offset(const kf_gguf_t *gf);
 /* Size of the file (or buffer) the handle reads. */
 uint64_t kf_gguf_file_size(const kf_gguf_t *gf);
+/* 1 when the data is a read-only file mapping (kf_gguf_open), 0 for a caller's buffer. */
+int kf_gguf_is_mapped(const kf_gguf_t *gf);
 
 /* 1 when s holds exactly the bytes of the NUL-terminated cstr. */
 int kf_gguf_str_eq(kf_gguf_str_t s, const char *cstr);

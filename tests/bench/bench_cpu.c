@@ -189,8 +189,15 @@ static const struct {
     const char *name;
     kf_tensor_type_t type;
 } kf_types[] = {
-    {"f32", KF_TT_F32},   {"f16", KF_TT_F16},   {"bf16", KF_TT_BF16}, {"q8_0", KF_TT_Q8_0},
-    {"q4_0", KF_TT_Q4_0}, {"q4_k", KF_TT_Q4_K}, {"q6_k", KF_TT_Q6_K},
+    {"f32", KF_TT_F32},
+    {"f16", KF_TT_F16},
+    {"bf16", KF_TT_BF16},
+    {"q8_0", KF_TT_Q8_0},
+    {"q4_0", KF_TT_Q4_0},
+    {"q4_k", KF_TT_Q4_K},
+    {"q6_k", KF_TT_Q6_K},
+    /* Q8_0 repacked into the CPU backend's 8-row layout, as the engine runs it. */
+    {"q8_0x8", KF_TT_CPU_Q8_0X8},
 };
 
 static float
@@ -208,6 +215,9 @@ mm_case_init(mm_case_t *mc, kf_tensor_type_t type, size_t n_in, size_t n_out, ui
 {
     memset(mc, 0, sizeof(*mc));
     mc->type = type;
+    int x8 = type == KF_TT_CPU_Q8_0X8;
+    if (x8)
+        type = KF_TT_Q8_0;
     mc->n_in = n_in;
     mc->n_out = n_out;
     mc->max_tok = max_tok;
@@ -230,6 +240,14 @@ mm_case_init(mm_case_t *mc, kf_tensor_type_t type, size_t n_in, size_t n_out, ui
         kf_quant_row(type, row, mc->W + r * mc->rb, (int64_t)n_in);
     }
     free(row);
+    if (x8) {
+        uint8_t *pk = aligned_alloc(64, (kf_cpu_q8x8_bytes(n_in, n_out) + 63) & ~(size_t)63);
+        if (!pk)
+            return 0;
+        kf_cpu_q8x8_pack(mc->W, mc->rb, n_in, n_out, pk);
+        free(mc->W);
+        mc->W = pk;
+    }
     for (size_t i = 0; i < n_in * max_tok; i++)
         mc->X[i] = rnd(&s);
     for (uint32_t t = 0; t < max_tok; t++)
@@ -351,7 +369,8 @@ cmd_check(void)
     int bad = 0;
     for (size_t k = 0; k < sizeof(kf_types) / sizeof(kf_types[0]); k++) {
         mm_case_t mc;
-        size_t n_in = 512, n_out = 37;
+        /* Rows not a multiple of the 8-row tile, except for the 8-row layout itself. */
+        size_t n_in = 512, n_out = kf_types[k].type == KF_TT_CPU_Q8_0X8 ? 40 : 37;
         uint32_t nt = 11;
         float *wd = malloc(sizeof(float) * n_in);
         if (!wd || !mm_case_init(&mc, kf_types[k].type, n_in, n_out, nt)) {
@@ -363,7 +382,10 @@ cmd_check(void)
         mm_run(pool, &mc, nt);
         int q = kf_cpu_type_uses_q8a(mc.type);
         for (size_t r = 0; r < n_out; r++) {
-            kf_dequant_row(mc.type, mc.W + r * mc.rb, wd, (int64_t)n_in);
+            if (mc.type == KF_TT_CPU_Q8_0X8)
+                kf_cpu_q8x8_dequant_row(mc.W, n_in, r, wd);
+            else
+                kf_dequant_row(mc.type, mc.W + r * mc.rb, wd, (int64_t)n_in);
             for (uint32_t t = 0; t < nt; t++) {
                 double e = 0, mag = 0;
                 for (size_t i = 0; i < n_in; i++) {
@@ -550,7 +572,8 @@ main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         printf("Usage: bench_cpu bw [--mib N] [--threads LIST] [--reps N]\n"
-               "       bench_cpu mm [--type f32|f16|bf16|q8_0|q4_0|q4_k|q6_k] [--in N] [--out N]\n"
+               "       bench_cpu mm [--type f32|f16|bf16|q8_0|q8_0x8|q4_0|q4_k|q6_k] [--in N] "
+               "[--out N]\n"
                "                    [--tok LIST] [--threads N] [--secs S]\n"
                "       bench_cpu fwd -m MODEL [--threads N] [--prompt-len N] [--gen N] "
                "[--seqs LIST]\n"

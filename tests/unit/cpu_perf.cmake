@@ -13,5 +13,5 @@ add_test(NAME unit_bench_cpu_check COMMAND bench_cpu check)
 set_tests_properties(unit_bench_cpu_check PROPERTIES LABELS unit TIMEOUT 120)
 # Same code generation as kf_engine, so the bandwidth loop is what the kernels would see.
 if(KF_NATIVE)
-    target_compile_options(bench_cpu PRIVATE -O3 -march=native)
+    target_compile_options(bench_cpu PRIVATE -O3 -march=native -mno-avx512vnni)
 endif()

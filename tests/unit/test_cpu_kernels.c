@@ -337,7 +337,8 @@ test_matmul(void **state)
 /* Matmul of n_tok tokens against the same tokens one call each (and on no pool): every
  * output bit-identical. Shapes reach every path of the tiled kernels: 4-token groups with row
  * pairs and an odd last row, the single-token 4-row kernel with its 1-row remainder, K slices
- * (rows longer than 256) with an 8-element tail, and more tokens than one token block (64). */
+ * (rows longer than 256) with an 8-element tail, and more tokens than one token block (64);
+ * with AVX-512, 4-row x 1..6-token register blocks and 1-row blocks, 512-element K slices. */
 static void
 check_matmul_batch_invariant(
     kf_cpu_pool_t *pool, kf_tensor_type_t t, size_t n_in, size_t n_out, uint32_t n_tok)
@@ -389,6 +390,11 @@ test_matmul_batch_invariant(void **state)
         check_matmul_batch_invariant(pool, ft[i], 603, 19, 9); /* K slices + 3-element tail */
         check_matmul_batch_invariant(pool, ft[i], 64, 7, 70);  /* two token blocks */
         check_matmul_batch_invariant(pool, ft[i], 512, 16, 4); /* exact tiles */
+        /* AVX-512 tiles: 4-row blocks and 3 single leftover rows (11 = 8 + 3), every token
+         * remainder 1..5 of the 6-token groups, a 512-element K slice, one 16-element step
+         * after it and a 3-element tail. */
+        for (uint32_t nt = 2; nt <= 13; nt++)
+            check_matmul_batch_invariant(pool, ft[i], 531, 11, nt);
     }
     check_matmul_batch_invariant(pool, KF_TT_Q8_0, 96, 13, 11);
     check_matmul_batch_invariant(pool, KF_TT_Q4_0, 96, 13, 9);

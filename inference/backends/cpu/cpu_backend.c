@@ -8,16 +8,25 @@
  * allocated here for every block of the kf_kv pool:
  *   block b = [layer 0 K: bt rows of kv_dim][layer 0 V][layer 1 K] ... [layer n-1 V]
  * with elements of the cache dtype (F16 or F32).
+ *
+ * At init the backend takes its own view of the model's weights: Q8_0 matrices are repacked
+ * into the Q8_0x8 layout (cpu_kernels.h) once, and the mapped file pages they came from are
+ * released (MADV_DONTNEED; the kernel reads them back from the file should anything else touch
+ * them), so resident memory stays about the size of the weights.
  */
 #include "cpu_kernels.h"
 #include "cpu_pool.h"
 #include "kf_backend_int.h"
+#include "kf_log.h"
 
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
 
 typedef struct kf_cpu {
     kf_cpu_pool_t *pool;
@@ -29,6 +38,11 @@ typedef struct kf_cpu {
     /* Scratch sized for max_batch tokens. */
     float *x, *xn, *q, *k, *v, *att, *g, *u;
     kf_q8a_t *xq;
+    /* The weights the forward pass reads: the model's, with repacked matrices swapped in. */
+    kf_model_weights_t w;
+    kf_layer_weights_t *layers;
+    void **packed; /* buffers of the repacked matrices */
+    size_t n_packed, packed_bytes;
 } kf_cpu_t;
 
 static void
@@ -49,6 +63,10 @@ kf_cpu_destroy(kf_backend_t *be)
     free(c->g);
     free(c->u);
     free(c->xq);
+    for (size_t i = 0; i < c->n_packed; i++)
+        free(c->packed[i]);
+    free(c->packed);
+    free(c->layers);
     free(c);
     be->priv = NULL;
 }
@@ -62,6 +80,93 @@ kf_cpu_alloc(size_t n)
     if (posix_memalign(&p, 64, sz ? sz : 64))
         return NULL;
     return p;
+}
+
+typedef struct kf_pack_task {
+    const kf_weight_t *wt;
+    void *dst;
+    uint64_t n_groups;
+    atomic_ulong next;
+} kf_pack_task_t;
+
+static void
+kf_cpu_pack_worker(void *arg, int ith, int nth)
+{
+    kf_pack_task_t *pt = arg;
+    (void)ith;
+    (void)nth;
+    for (;;) {
+        uint64_t g0 = atomic_fetch_add_explicit(&pt->next, 64, memory_order_relaxed);
+        if (g0 >= pt->n_groups)
+            break;
+        uint64_t g1 = g0 + 64 < pt->n_groups ? g0 + 64 : pt->n_groups;
+        kf_cpu_q8x8_pack_groups(pt->wt->data, pt->wt->row_bytes, pt->wt->ne0, pt->wt->ne1, pt->dst,
+                                g0, g1);
+    }
+}
+
+/* Repacks *wt into the Q8_0x8 layout when eligible (else leaves it as it is), on the pool. */
+static kf_err_t
+kf_cpu_repack(kf_cpu_t *c, kf_weight_t *wt, int release_src)
+{
+    if (!wt->data || !kf_cpu_q8x8_eligible(wt->type, wt->ne0, wt->ne1))
+        return KF_OK;
+    size_t bytes = kf_cpu_q8x8_bytes(wt->ne0, wt->ne1);
+    /* (MADV_HUGEPAGE on this buffer was tried: with the kernel's "defrag: madvise" setting
+     * every fault compacted memory and packing took 3x longer.) */
+    void *dst = kf_cpu_alloc(bytes);
+    if (!dst)
+        return KF_ERR_NOMEM;
+    c->packed[c->n_packed++] = dst;
+    c->packed_bytes += bytes;
+    kf_pack_task_t pt = {.wt = wt, .dst = dst, .n_groups = (wt->ne1 + 7) / 8};
+    atomic_init(&pt.next, 0);
+    kf_cpu_pool_run_dyn(c->pool, kf_cpu_pack_worker, &pt);
+    if (release_src) {
+        /* Only whole pages inside the tensor: its neighbours may still be in use. */
+        uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t a = ((uintptr_t)wt->data + pg - 1) & ~(pg - 1);
+        uintptr_t e = ((uintptr_t)wt->data + wt->row_bytes * wt->ne1) & ~(pg - 1);
+        if (e > a)
+            (void)madvise((void *)a, e - a, MADV_DONTNEED);
+    }
+    wt->type = KF_TT_CPU_Q8_0X8;
+    wt->data = dst;
+    return KF_OK;
+}
+
+static kf_err_t
+kf_cpu_prepare_weights(kf_backend_t *be, kf_cpu_t *c)
+{
+    const kf_hparams_t *hp = kf_model_hparams(be->model);
+    const kf_model_weights_t *mw = kf_model_weights(be->model);
+    int release = kf_gguf_is_mapped(kf_model_gguf(be->model));
+    c->w = *mw;
+    c->layers = calloc(hp->n_layer ? hp->n_layer : 1, sizeof(*c->layers));
+    c->packed = calloc((size_t)hp->n_layer * 7 + 2, sizeof(*c->packed));
+    if (!c->layers || !c->packed)
+        return KF_ERR_NOMEM;
+    memcpy(c->layers, mw->layers, sizeof(*c->layers) * hp->n_layer);
+    c->w.layers = c->layers;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    kf_err_t err = kf_cpu_repack(c, &c->w.tok_embd, release);
+    if (!err && mw->output.data == mw->tok_embd.data)
+        c->w.output = c->w.tok_embd; /* tied: one copy serves the lookup and the logits */
+    else if (!err)
+        err = kf_cpu_repack(c, &c->w.output, release);
+    for (uint32_t il = 0; il < hp->n_layer && !err; il++) {
+        kf_layer_weights_t *L = &c->layers[il];
+        kf_weight_t *m[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof(m) / sizeof(m[0]) && !err; i++)
+            err = kf_cpu_repack(c, m[i], release);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (!err && c->n_packed)
+        kf_log(KF_LOG_INFO, "cpu", "repacked %zu Q8_0 matrices (%.1f MiB) to Q8_0x8 in %.0f ms",
+               c->n_packed, (double)c->packed_bytes / (1 << 20),
+               (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+    return err;
 }
 
 static kf_err_t
@@ -120,6 +225,11 @@ kf_cpu_init(kf_backend_t *be, const kf_backend_conf_t *conf)
         goto nomem;
     }
     kf_model_rope_inv_freq(be->model, c->inv_freq);
+    if (kf_cpu_prepare_weights(be, c)) {
+        kf_cpu_destroy(be);
+        snprintf(be->errstr, sizeof(be->errstr), "out of memory for the repacked weights");
+        return KF_ERR_NOMEM;
+    }
     return KF_OK;
 nomem:
     snprintf(be->errstr, sizeof(be->errstr), "out of memory for scratch buffers");
@@ -239,7 +349,7 @@ kf_cpu_forward(kf_backend_t *be, const kf_batch_t *batch, kf_logits_t *out)
 {
     kf_cpu_t *c = be->priv;
     const kf_hparams_t *hp = kf_model_hparams(be->model);
-    const kf_model_weights_t *w = kf_model_weights(be->model);
+    const kf_model_weights_t *w = &c->w;
     uint32_t T = batch->n_tokens;
     size_t E = hp->n_embd, Q = (size_t)hp->n_head * hp->head_dim, K = c->kv_dim, F = hp->n_ff;
 
@@ -247,7 +357,11 @@ kf_cpu_forward(kf_backend_t *be, const kf_batch_t *batch, kf_logits_t *out)
     for (uint32_t t = 0; t < T; t++) {
         const uint8_t *row = (const uint8_t *)w->tok_embd.data +
                              (size_t)batch->toks[t].token * w->tok_embd.row_bytes;
-        kf_cpu_dequant_row(w->tok_embd.type, row, c->x + t * E, E);
+        if (w->tok_embd.type == KF_TT_CPU_Q8_0X8)
+            kf_cpu_q8x8_dequant_row(w->tok_embd.data, E, (uint64_t)batch->toks[t].token,
+                                    c->x + t * E);
+        else
+            kf_cpu_dequant_row(w->tok_embd.type, row, c->x + t * E, E);
     }
 
     for (uint32_t il = 0; il < hp->n_layer; il++) {

@@ -23,10 +23,12 @@
 
 struct kf_cpu_pool;
 
-/* Activation block: 32 values x ~= d * qs[i]; s16[h] = sum of qs[16h .. 16h+16). */
+/* Activation block: 32 values x ~= d * qs[i]; s16[h] = sum of qs[16h .. 16h+16);
+ * nsum128 = -128 * (sum of all 32 qs), the offset correction of the Q8_0x8 kernels. */
 typedef struct kf_q8a {
     float d;
     int16_t s16[2];
+    int32_t nsum128;
     int8_t qs[32];
 } kf_q8a_t;
 
@@ -76,6 +78,61 @@ float kf_cpu_dot_q8_0_ref(const void *w, const kf_q8a_t *x, size_t n);
 float kf_cpu_dot_q4_0_ref(const void *w, const kf_q8a_t *x, size_t n);
 float kf_cpu_dot_q4_k_ref(const void *w, const kf_q8a_t *x, size_t n);
 float kf_cpu_dot_q6_k_ref(const void *w, const kf_q8a_t *x, size_t n);
+
+/*
+ * Q8_0x8: the CPU backend's own layout of a Q8_0 matrix whose row count is a multiple of 8
+ * (cpu_q8x8.c). Eight rows form a group; per 32-column block a group holds the eight f16
+ * scales (16 bytes) and then 256 bytes of quants in which 32-byte chunk j carries bytes
+ * 4j..4j+3 of rows 0..7 in turn, each stored as q ^ 0x80 (q + 128, unsigned). Same size as
+ * the GGUF layout (8 x 34 bytes per block). One 32-byte load then feeds an 8-row partial dot
+ * product with one broadcast activation word (AVX-512 VNNI vpdpbusd, or maddubs on AVX2),
+ * the 8 lanes of the result are the 8 rows' block sums (no horizontal add), and the scales
+ * are applied to 8 rows at once. Every (row, token) output is
+ *   acc = 0; for each block b in order: acc = fmaf(d_w[b] * d_x[b], (float)isum[b], acc)
+ * with the exact integer block sum isum, in the SIMD and in the scalar build alike, whatever
+ * the number of tokens: batched results are bit-identical to single ones.
+ */
+#define KF_TT_CPU_Q8_0X8          ((kf_tensor_type_t)0x7008)
+#define KF_Q8X8_GROUP_BLOCK_BYTES 272
+#define KF_Q8X8_QOFF              16 /* offset of the quants in a group block, after the 8 scales */
+
+/* 1 when the Q8_0x8 kernel was built with AVX512-VNNI (else AVX2 maddubs or scalar). */
+int kf_cpu_q8x8_vnni(void);
+/* 1 when a matrix of type t with ne0 columns can be repacked (Q8_0, any row count). */
+int kf_cpu_q8x8_eligible(kf_tensor_type_t t, uint64_t ne0, uint64_t ne1);
+/* Bytes of the repacked matrix: ceil(ne1 / 8) groups of ne0 / 32 blocks of 272 bytes (the
+ * GGUF size when ne1 is a multiple of 8; the last group is padded with zero rows). */
+size_t kf_cpu_q8x8_bytes(uint64_t ne0, uint64_t ne1);
+/* Repacks rows [0, ne1) of a GGUF Q8_0 matrix (row stride row_bytes) into dst. */
+void kf_cpu_q8x8_pack(const void *src, size_t row_bytes, uint64_t ne0, uint64_t ne1, void *dst);
+/* The same for groups [g0, g1) only (8 rows each): parallel packing. */
+void kf_cpu_q8x8_pack_groups(const void *src,
+                             size_t row_bytes,
+                             uint64_t ne0,
+                             uint64_t ne1,
+                             void *dst,
+                             uint64_t g0,
+                             uint64_t g1);
+/* Widens row `row` of a repacked matrix to ne0 floats (the same values as the Q8_0 row). */
+void kf_cpu_q8x8_dequant_row(const void *packed, uint64_t ne0, uint64_t row, float *dst);
+/* Y[t][i] for the first nr (1..8) rows i of group `group` (pointer to its first block) and
+ * n_tok tokens whose activation rows start at xq + t * (ne0 / 32); Y rows have stride ldy.
+ * Group g of a matrix starts at byte g * (ne0 / 32) * KF_Q8X8_GROUP_BLOCK_BYTES. */
+void kf_cpu_q8x8_rows(const void *group,
+                      uint64_t ne0,
+                      const kf_q8a_t *xq,
+                      uint32_t n_tok,
+                      float *y,
+                      size_t ldy,
+                      unsigned nr);
+/* The scalar definition of the same outputs (tests compare the two bit for bit). */
+void kf_cpu_q8x8_rows_ref(const void *group,
+                          uint64_t ne0,
+                          const kf_q8a_t *xq,
+                          uint32_t n_tok,
+                          float *y,
+                          size_t ldy,
+                          unsigned nr);
 
 /* 1 when weights of type t multiply against kf_q8a_t activations (else against floats). */
 int kf_cpu_type_uses_q8a(kf_tensor_type_t t);
