@@ -1,6 +1,6 @@
 # Integration tests of `kinfer infer` (inference/worker_*.c) on the local stack's real Kafka
-# with a tiny generated model (qwen2 vocabulary, 64-wide, 2 layers, 4096 context so a long
-# job runs long enough to be cancelled). Each mode exits 77 (SKIP) without
+# with a tiny generated model (qwen2 vocabulary, 64-wide, 2 layers, 32768 context so a long
+# job runs long enough to be cancelled or to pass its deadline). Each mode exits 77 (SKIP) without
 # KINFER_KAFKA_BROKERS or without the vocabulary the model is generated from.
 if(NOT TARGET kf_infer OR NOT TARGET kinfer)
     return()
@@ -9,7 +9,7 @@ set(_kf_infer_vocab ${CMAKE_SOURCE_DIR}/../shared/testdata/tokenizer/ggml-vocab-
 set(_kf_infer_model ${CMAKE_BINARY_DIR}/tests/infer_models/tiny-qwen2.gguf)
 file(MAKE_DIRECTORY ${CMAKE_BINARY_DIR}/tests/infer_models)
 add_test(NAME infer_model_gen
-    COMMAND sh -c "if [ -r \"$1\" ]; then exec \"$0\" model-gen --arch qwen2 --type q8_0 --vocab \"$1\" --out \"$2\" --n-embd 64 --n-layer 2 --n-head 4 --n-head-kv 2 --n-ff 128 --ctx 4096 --std 0.15 --seed 11 --quiet; else echo \"no vocab $1: infer tests will skip\"; rm -f \"$2\"; fi"
+    COMMAND sh -c "if [ -r \"$1\" ]; then exec \"$0\" model-gen --arch qwen2 --type q8_0 --vocab \"$1\" --out \"$2\" --n-embd 64 --n-layer 2 --n-head 4 --n-head-kv 2 --n-ff 128 --ctx 32768 --std 0.15 --seed 11 --quiet; else echo \"no vocab $1: infer tests will skip\"; rm -f \"$2\"; fi"
         $<TARGET_FILE:kinfer> ${_kf_infer_vocab} ${_kf_infer_model})
 set_tests_properties(infer_model_gen PROPERTIES LABELS integration FIXTURES_SETUP kf_infer_model
     TIMEOUT 120)
