@@ -9,6 +9,10 @@
  *   bench_cpu fwd -m MODEL [--threads N] [--prompt-len N] [--gen N] [--seqs LIST]
  *                                               the CPU backend's forward pass: prefill of one
  *                                               prompt, then decode steps of N sequences
+ *   bench_cpu attn [--pos LIST] [--hd N] [--group N] [--kv-heads N] [--layers N] [--bt N]
+ *                  [--f32] [--reps N]            paged attention of one decoding token over
+ *                                               every layer and KV head, one thread: ns per
+ *                                               position and K/V GB/s
  *   bench_cpu check                             a tiny mm run whose result is compared with
  *                                               a double-precision reference (ctest smoke)
  *
@@ -567,6 +571,112 @@ out:
     return rc;
 }
 
+/* ---------- attention ---------- */
+
+/* One decoding token's attention (kf_cpu_attn_group for every layer and KV head) over a
+ * cache laid out as the backend's: blocks of bt positions holding all layers' K and V, in
+ * shuffled order. One thread, best CPU time of --reps runs. */
+static int
+cmd_attn(int argc, char **argv)
+{
+    int pos[16] = {128, 512, 2048, 8192}, n_pos_list = 4;
+    int hd = 64, group = 7, n_kv = 2, layers = 24, bt = 16, f16 = 1, reps = 5;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--pos") && i + 1 < argc)
+            n_pos_list = parse_list(argv[++i], pos, 16);
+        else if (!strcmp(argv[i], "--hd") && i + 1 < argc)
+            hd = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--group") && i + 1 < argc)
+            group = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--kv-heads") && i + 1 < argc)
+            n_kv = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--layers") && i + 1 < argc)
+            layers = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--bt") && i + 1 < argc)
+            bt = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--f32"))
+            f16 = 0;
+        else {
+            fprintf(stderr, "bench_cpu attn: unknown or incomplete option '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!n_pos_list || hd <= 0 || hd > 512 || group <= 0 || n_kv <= 0 || layers <= 0 || bt <= 0 ||
+        reps <= 0) {
+        fprintf(stderr, "bench_cpu attn: bad --pos, --hd (1..512), --group, --kv-heads, "
+                        "--layers, --bt or --reps\n");
+        return 2;
+    }
+    int max_pos = 0;
+    for (int i = 0; i < n_pos_list; i++)
+        max_pos = pos[i] > max_pos ? pos[i] : max_pos;
+    size_t kv_dim = (size_t)n_kv * (size_t)hd, esz = f16 ? 2 : 4;
+    size_t block_elems = (size_t)2 * (size_t)layers * (size_t)bt * kv_dim;
+    uint32_t nblk = (uint32_t)((max_pos + bt - 1) / bt);
+    void *cache = malloc(block_elems * nblk * esz);
+    uint32_t *table = malloc(sizeof(uint32_t) * nblk);
+    size_t qn = (size_t)n_kv * (size_t)group * (size_t)hd;
+    float *q = malloc(sizeof(float) * qn), *out = malloc(sizeof(float) * qn);
+    if (!cache || !table || !q || !out) {
+        fprintf(stderr, "bench_cpu attn: out of memory\n");
+        return 1;
+    }
+    for (size_t i = 0; i < block_elems * nblk; i++) {
+        float v = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+        if (f16)
+            ((uint16_t *)cache)[i] = kf_cpu_f32_to_f16(v);
+        else
+            ((float *)cache)[i] = v;
+    }
+    for (uint32_t b = 0; b < nblk; b++) /* out of order, as blocks come from a free list */
+        table[b] = b % 2 ? nblk - 1 - b / 2 : b / 2;
+    for (size_t i = 0; i < qn; i++)
+        q[i] = (float)(i % 17) / 17.0f - 0.5f;
+    printf("attention: head_dim %d, %d query heads per KV head, %d KV heads, %d layers, "
+           "blocks of %d, %s cache, 1 thread, best of %d\n",
+           hd, group, n_kv, layers, bt, f16 ? "f16" : "f32", reps);
+    print_load();
+    printf("%8s %12s %16s %12s\n", "pos", "ms/token", "ns/pos/kv-head", "K+V GB/s");
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int pi = 0; pi < n_pos_list; pi++) {
+        double best = 1e30;
+        for (int r = 0; r < reps; r++) {
+            double t0 = cpu_s();
+            for (int l = 0; l < layers; l++) {
+                kf_cpu_kv_view_t view = {.cache = cache,
+                                         .f16 = f16,
+                                         .block_elems = block_elems,
+                                         .bt = (uint32_t)bt,
+                                         .kv_dim = (uint32_t)kv_dim,
+                                         .layer = (uint32_t)l,
+                                         .blocks = table};
+                for (int h = 0; h < n_kv; h++) {
+                    size_t qo = (size_t)h * (size_t)group * (size_t)hd;
+                    kf_cpu_attn_group(&view, q + qo, (uint32_t)group, (uint32_t)hd,
+                                      (uint32_t)(h * hd), (uint32_t)pos[pi], scale, out + qo);
+                }
+            }
+            double t = cpu_s() - t0;
+            best = t < best ? t : best;
+        }
+        double per = (double)pos[pi] * layers * n_kv;
+        double bytes = per * 2.0 * hd * (double)esz;
+        printf("%8d %12.3f %16.2f %12.2f\n", pos[pi], best * 1e3, best * 1e9 / per,
+               bytes / best * 1e-9);
+    }
+    double chk = 0.0;
+    for (size_t i = 0; i < qn; i++)
+        chk += out[i];
+    printf("checksum %.6f\n", chk);
+    free(cache);
+    free(table);
+    free(q);
+    free(out);
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -577,6 +687,8 @@ main(int argc, char **argv)
                "                    [--tok LIST] [--threads N] [--secs S]\n"
                "       bench_cpu fwd -m MODEL [--threads N] [--prompt-len N] [--gen N] "
                "[--seqs LIST]\n"
+               "       bench_cpu attn [--pos LIST] [--hd N] [--group N] [--kv-heads N] "
+               "[--layers N] [--bt N] [--f32] [--reps N]\n"
                "       bench_cpu check\n");
         return argc < 2 ? 2 : 0;
     }
@@ -586,6 +698,8 @@ main(int argc, char **argv)
         return cmd_mm(argc - 1, argv + 1);
     if (!strcmp(argv[1], "fwd"))
         return cmd_fwd(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "attn"))
+        return cmd_attn(argc - 1, argv + 1);
     if (!strcmp(argv[1], "check"))
         return cmd_check();
     fprintf(stderr, "bench_cpu: unknown command '%s' (see --help)\n", argv[1]);

@@ -273,7 +273,7 @@ kf_cpu_add_bias(float *y, const kf_weight_t *b, uint32_t n_tok, size_t n)
 }
 
 typedef struct kf_attn_task {
-    atomic_ulong next; /* work queue over (token, head) items */
+    atomic_ulong next; /* work queue over (token, KV head) items */
     uint64_t chunk;
     kf_backend_t *be;
     const kf_batch_t *batch;
@@ -287,10 +287,10 @@ kf_cpu_attn_worker(void *arg, int ith, int nth)
     kf_backend_t *be = at->be;
     kf_cpu_t *c = be->priv;
     const kf_hparams_t *hp = kf_model_hparams(be->model);
-    uint32_t n_head = hp->n_head, hd = hp->head_dim;
+    uint32_t n_kv = hp->n_head_kv, hd = hp->head_dim;
     uint32_t group = hp->n_head / hp->n_head_kv;
-    size_t Q = (size_t)n_head * hd;
-    uint64_t n_items = (uint64_t)at->batch->n_tokens * n_head;
+    size_t Q = (size_t)hp->n_head * hd;
+    uint64_t n_items = (uint64_t)at->batch->n_tokens * n_kv;
     (void)ith;
     (void)nth;
     float scale = 1.0f / sqrtf((float)hd);
@@ -310,11 +310,13 @@ kf_cpu_attn_worker(void *arg, int ith, int nth)
             break;
         uint64_t i1 = i0 + at->chunk < n_items ? i0 + at->chunk : n_items;
         for (uint64_t it = i0; it < i1; it++) {
-            uint32_t t = (uint32_t)(it / n_head), h = (uint32_t)(it % n_head);
+            /* The query heads of one KV head are adjacent: kvh * group .. + group - 1. */
+            uint32_t t = (uint32_t)(it / n_kv), kvh = (uint32_t)(it % n_kv);
             const kf_batch_tok_t *tok = &at->batch->toks[t];
+            size_t qo = t * Q + (size_t)kvh * group * hd;
             view.blocks = kf_kv_seq_blocks(be->kv, tok->seq, NULL);
-            kf_cpu_attn_head(&view, c->q + t * Q + (size_t)h * hd, hd, (h / group) * hd,
-                             (uint32_t)tok->pos + 1, scale, c->att + t * Q + (size_t)h * hd);
+            kf_cpu_attn_group(&view, c->q + qo, group, hd, kvh * hd, (uint32_t)tok->pos + 1, scale,
+                              c->att + qo);
         }
     }
 }
@@ -385,7 +387,7 @@ kf_cpu_forward(kf_backend_t *be, const kf_batch_t *batch, kf_logits_t *out)
         }
         kf_cpu_store_kv(be, batch, il);
         kf_attn_task_t at = {.be = be, .batch = batch, .layer = il};
-        uint64_t n_items = (uint64_t)T * hp->n_head;
+        uint64_t n_items = (uint64_t)T * hp->n_head_kv;
         at.chunk = n_items / (4u * (uint64_t)kf_cpu_pool_size(c->pool));
         at.chunk = at.chunk ? at.chunk : 1;
         atomic_init(&at.next, 0);

@@ -196,4 +196,16 @@ void kf_cpu_attn_head(const kf_cpu_kv_view_t *kv,
                       float scale,
                       float *out);
 
+/* The same for n_q query heads that share the KV head at kv_off (grouped-query attention):
+ * q and out hold n_q rows of head_dim. Each K/V row is read once for the group; every head's
+ * result is bit-identical to kf_cpu_attn_head on it alone (cpu_attn.c). */
+void kf_cpu_attn_group(const kf_cpu_kv_view_t *kv,
+                       const float *q,
+                       uint32_t n_q,
+                       uint32_t head_dim,
+                       uint32_t kv_off,
+                       uint32_t n_pos,
+                       float scale,
+                       float *out);
+
 #endif /* KF_CPU_KERNELS_H */
