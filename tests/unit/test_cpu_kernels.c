@@ -403,6 +403,70 @@ test_matmul_batch_invariant(void **state)
     kf_cpu_pool_destroy(pool);
 }
 
+/* Several products in one pool run (q/k/v, gate/up) equal each run alone, bit for bit, with
+ * mixed types (float and int8 activations from the same X), row counts that end mid-tile and
+ * a product smaller than one grab of tiles; the output rows just past each product stay
+ * untouched. */
+static void
+test_matmul_multi(void **state)
+{
+    (void)state;
+    enum { N_IN = 96, N_TOK = 5, GUARD = 3 };
+    static const kf_tensor_type_t types[4] = {KF_TT_F32, KF_TT_Q8_0, KF_TT_F16, KF_TT_Q4_0};
+    static const size_t rows[4] = {45, 13, 3, 70};
+    kf_cpu_pool_t *pool = NULL;
+    assert_int_equal(kf_cpu_pool_new(3, &pool), KF_OK);
+    float *X = malloc(sizeof(float) * N_IN * N_TOK);
+    kf_q8a_t *Xq = malloc(sizeof(kf_q8a_t) * (N_IN / 32) * N_TOK);
+    fill(X, N_IN * N_TOK, 1.0f);
+    for (uint32_t t = 0; t < N_TOK; t++)
+        kf_cpu_quantize_q8a(X + t * N_IN, Xq + t * (N_IN / 32), N_IN);
+    kf_weight_t W[4];
+    uint8_t *wd[4];
+    float *Ym[4], *Y1[4];
+    kf_cpu_mm_t mm[4];
+    for (int i = 0; i < 4; i++) {
+        size_t rb = kf_quant_row_size(types[i], N_IN);
+        float *wf = malloc(sizeof(float) * N_IN * rows[i]);
+        fill(wf, N_IN * rows[i], 1.0f);
+        wd[i] = malloc(rb * rows[i]);
+        for (size_t r = 0; r < rows[i]; r++)
+            assert_int_equal(kf_quant_row(types[i], wf + r * N_IN, wd[i] + r * rb, N_IN), KF_OK);
+        free(wf);
+        W[i] = (kf_weight_t){
+            .type = types[i], .ne0 = N_IN, .ne1 = rows[i], .row_bytes = rb, .data = wd[i]};
+        size_t ld = rows[i] + GUARD;
+        Ym[i] = malloc(sizeof(float) * ld * N_TOK);
+        Y1[i] = malloc(sizeof(float) * ld * N_TOK);
+        for (size_t k = 0; k < ld * N_TOK; k++)
+            Ym[i][k] = Y1[i][k] = -7.0f;
+        mm[i] = (kf_cpu_mm_t){.W = &W[i],
+                              .X = X,
+                              .Xq = kf_cpu_type_uses_q8a(types[i]) ? Xq : NULL,
+                              .n_tok = N_TOK,
+                              .Y = Ym[i],
+                              .ldy = ld};
+    }
+    for (uint32_t n = 1; n <= 4; n++) {
+        kf_cpu_matmul_multi(pool, mm + 4 - n, n); /* the last n products together */
+        for (uint32_t j = 4 - n; j < 4; j++) {
+            kf_cpu_matmul(NULL, &W[j], X, mm[j].Xq, N_TOK, Y1[j], mm[j].ldy);
+            assert_memory_equal(Ym[j], Y1[j], sizeof(float) * mm[j].ldy * N_TOK);
+            for (uint32_t t = 0; t < N_TOK; t++)
+                for (size_t g = 0; g < GUARD; g++)
+                    assert_true(Ym[j][t * mm[j].ldy + rows[j] + g] == -7.0f);
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        free(wd[i]);
+        free(Ym[i]);
+        free(Y1[i]);
+    }
+    free(X);
+    free(Xq);
+    kf_cpu_pool_destroy(pool);
+}
+
 /* run_dyn: work drawn from a shared counter is done exactly once per dispatch, whether the
  * workers join or not, across back-to-back dispatches (spin path) and ones separated by
  * sleeps (workers asleep, so the caller usually does everything alone). */
@@ -527,9 +591,9 @@ test_softmax_swiglu(void **state)
 }
 
 /* Attention through a shuffled block table equals attention over contiguous K/V rows, in
- * double precision; a group of query heads gives each head's bits alone. hd % 8 != 0 takes
- * the portable path; bt > 16 splits blocks into tiles; q_scale 40 makes scores span hundreds,
- * so most exponentials underflow to 0. */
+ * double precision; a group of query heads gives each head's bits alone, and so does a set of
+ * tokens. hd % 8 != 0 takes the portable path; bt > 16 splits blocks into tiles; q_scale 40
+ * makes scores span hundreds, so most exponentials underflow to 0. */
 static void
 check_attention(int f16, uint32_t hd, uint32_t bt, uint32_t npos, float q_scale)
 {
@@ -608,6 +672,27 @@ check_attention(int f16, uint32_t hd, uint32_t bt, uint32_t npos, float q_scale)
             }
         }
     }
+    /* Several tokens at once (more than one call's worth), in no particular order of
+     * position: each gets exactly its result alone. */
+    enum { NT = 11 };
+    kf_cpu_attn_tok_t toks[NT];
+    float *qs = malloc(sizeof(float) * NT * GROUP * hd),
+          *outs = malloc(sizeof(float) * NT * GROUP * hd);
+    float *alone = malloc(sizeof(float) * GROUP * hd);
+    fill(qs, (size_t)NT * GROUP * hd, q_scale);
+    for (uint32_t t = 0; t < NT; t++) {
+        toks[t].q = qs + (size_t)t * GROUP * hd;
+        toks[t].out = outs + (size_t)t * GROUP * hd;
+        toks[t].n_pos = 1 + (t * 37 + 5) % npos;
+    }
+    kf_cpu_attn_tokens(&view, toks, NT, GROUP, hd, head * hd, scale);
+    for (uint32_t t = 0; t < NT; t++) {
+        kf_cpu_attn_group(&view, toks[t].q, GROUP, hd, head * hd, toks[t].n_pos, scale, alone);
+        assert_memory_equal(alone, toks[t].out, sizeof(float) * GROUP * hd);
+    }
+    free(qs);
+    free(outs);
+    free(alone);
     free(table);
     free(Kc);
     free(Vc);
@@ -637,19 +722,13 @@ main(void)
 {
     print_message("cpu kernels: %s\n", kf_cpu_simd_name());
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_f16_conversions),
-        cmocka_unit_test(test_dot_float),
-        cmocka_unit_test(test_quantize_q8a),
-        cmocka_unit_test(test_dot_quant),
-        cmocka_unit_test(test_dot_x4),
-        cmocka_unit_test(test_dequant_float_types),
-        cmocka_unit_test(test_matmul),
-        cmocka_unit_test(test_matmul_batch_invariant),
-        cmocka_unit_test(test_pool_run_dyn),
-        cmocka_unit_test(test_rmsnorm),
-        cmocka_unit_test(test_rope),
-        cmocka_unit_test(test_softmax_swiglu),
-        cmocka_unit_test(test_attention_paged),
+        cmocka_unit_test(test_f16_conversions), cmocka_unit_test(test_dot_float),
+        cmocka_unit_test(test_quantize_q8a),    cmocka_unit_test(test_dot_quant),
+        cmocka_unit_test(test_dot_x4),          cmocka_unit_test(test_dequant_float_types),
+        cmocka_unit_test(test_matmul),          cmocka_unit_test(test_matmul_batch_invariant),
+        cmocka_unit_test(test_matmul_multi),    cmocka_unit_test(test_pool_run_dyn),
+        cmocka_unit_test(test_rmsnorm),         cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_softmax_swiglu),  cmocka_unit_test(test_attention_paged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

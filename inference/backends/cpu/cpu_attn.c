@@ -23,6 +23,7 @@
 #define KF_ATTN_MAX_HD    512
 #define KF_ATTN_TILE      16
 #define KF_ATTN_MAX_GROUP 8
+#define KF_ATTN_MAX_TOK   8
 #ifndef KF_ATTN_AHEAD
 #define KF_ATTN_AHEAD 2
 #endif
@@ -218,25 +219,30 @@ kf_attn_prefetch_tile(const kf_cpu_kv_view_t *kv,
     return n;
 }
 
-/* Up to KF_ATTN_MAX_GROUP heads. */
+/* Up to KF_ATTN_MAX_TOK tokens of one sequence, heads h0 .. h0 + n_q - 1 of each (at most
+ * KF_ATTN_MAX_GROUP). The tile's K/V rows are widened once for all of them; each token then
+ * takes the part of the tile below its own n_pos, exactly as it would alone. */
 static void
 kf_attn_heads(const kf_cpu_kv_view_t *kv,
-              const float *q,
+              const kf_cpu_attn_tok_t *toks,
+              uint32_t n_tok,
+              uint32_t h0,
               uint32_t n_q,
               uint32_t hd,
               uint32_t kv_off,
-              uint32_t n_pos,
-              float scale,
-              float *out)
+              float scale)
 {
     static const float zero_row[KF_ATTN_MAX_HD];
-    float acc[KF_ATTN_MAX_GROUP * KF_ATTN_MAX_HD];
+    float acc[KF_ATTN_MAX_TOK * KF_ATTN_MAX_GROUP * KF_ATTN_MAX_HD];
     float kt[KF_ATTN_TILE * KF_ATTN_MAX_HD], vt[KF_ATTN_TILE * KF_ATTN_MAX_HD];
-    float m[KF_ATTN_MAX_GROUP];
-    double l[KF_ATTN_MAX_GROUP];
-    const float *kr[KF_ATTN_TILE], *vr[KF_ATTN_TILE];
-    memset(acc, 0, sizeof(float) * n_q * hd);
-    for (uint32_t h = 0; h < n_q; h++) {
+    float m[KF_ATTN_MAX_TOK * KF_ATTN_MAX_GROUP];
+    double l[KF_ATTN_MAX_TOK * KF_ATTN_MAX_GROUP];
+    const float *kr[KF_ATTN_TILE], *vr[KF_ATTN_TILE], *krt[KF_ATTN_TILE];
+    uint32_t n_pos = 0;
+    for (uint32_t t = 0; t < n_tok; t++)
+        n_pos = toks[t].n_pos > n_pos ? toks[t].n_pos : n_pos;
+    memset(acc, 0, sizeof(float) * n_tok * n_q * hd);
+    for (uint32_t h = 0; h < n_tok * n_q; h++) {
         m[h] = -INFINITY;
         l[h] = 0.0;
     }
@@ -269,36 +275,65 @@ kf_attn_heads(const kf_cpu_kv_view_t *kv,
                 vr[i] = c + vo;
             }
         }
-        for (uint32_t i = n; i < KF_ATTN_TILE; i++)
-            kr[i] = zero_row;
-        for (uint32_t h = 0; h < n_q; h++) {
-            const float *qh = q + (size_t)h * hd;
-            float *ah = acc + (size_t)h * hd;
-            float s[KF_ATTN_TILE], p[KF_ATTN_TILE];
-            kf_attn_scores8(qh, kr, hd, scale, s);
-            if (n > 8)
-                kf_attn_scores8(qh, kr + 8, hd, scale, s + 8);
-            for (uint32_t i = n; i < KF_ATTN_TILE; i++)
-                s[i] = -INFINITY;
-            float mt = kf_attn_max16(s); /* the padding is -inf */
-            if (mt > m[h]) {
-                /* The tile raises the maximum: rescale what was summed under the old one
-                 * (nothing yet when m is -inf: e^-inf = 0). */
-                float corr = expf(m[h] - mt);
-                for (uint32_t d = 0; d < hd; d++)
-                    ah[d] *= corr;
-                l[h] *= corr;
-                m[h] = mt;
+        for (uint32_t t = 0; t < n_tok; t++) {
+            if (toks[t].n_pos <= j0)
+                continue;
+            /* This token's share of the tile: what kf_attn_tile_len gives for its n_pos. */
+            uint32_t nt = kf_attn_tile_len(kv, j0, toks[t].n_pos);
+            for (uint32_t i = 0; i < KF_ATTN_TILE; i++)
+                krt[i] = i < nt ? kr[i] : zero_row;
+            for (uint32_t h = 0; h < n_q; h++) {
+                uint32_t sh = t * n_q + h;
+                const float *qh = toks[t].q + (size_t)(h0 + h) * hd;
+                float *ah = acc + (size_t)sh * hd;
+                float sc[KF_ATTN_TILE], p[KF_ATTN_TILE];
+                kf_attn_scores8(qh, krt, hd, scale, sc);
+                if (nt > 8)
+                    kf_attn_scores8(qh, krt + 8, hd, scale, sc + 8);
+                for (uint32_t i = nt; i < KF_ATTN_TILE; i++)
+                    sc[i] = -INFINITY;
+                float mt = kf_attn_max16(sc); /* the padding is -inf */
+                if (mt > m[sh]) {
+                    /* The tile raises the maximum: rescale what was summed under the old one
+                     * (nothing yet when m is -inf: e^-inf = 0). */
+                    float corr = expf(m[sh] - mt);
+                    for (uint32_t d = 0; d < hd; d++)
+                        ah[d] *= corr;
+                    l[sh] *= corr;
+                    m[sh] = mt;
+                }
+                l[sh] += kf_attn_exp16(sc, m[sh], p);
+                kf_attn_accum(ah, p, vr, nt, hd);
             }
-            l[h] += kf_attn_exp16(s, m[h], p);
-            kf_attn_accum(ah, p, vr, n, hd);
         }
         j0 += n;
     }
-    for (uint32_t h = 0; h < n_q; h++) {
-        float inv = l[h] > 0.0 ? (float)(1.0 / l[h]) : 0.0f;
-        for (uint32_t d = 0; d < hd; d++)
-            out[(size_t)h * hd + d] = acc[(size_t)h * hd + d] * inv;
+    for (uint32_t t = 0; t < n_tok; t++)
+        for (uint32_t h = 0; h < n_q; h++) {
+            uint32_t sh = t * n_q + h;
+            float inv = l[sh] > 0.0 ? (float)(1.0 / l[sh]) : 0.0f;
+            float *o = toks[t].out + (size_t)(h0 + h) * hd;
+            for (uint32_t d = 0; d < hd; d++)
+                o[d] = acc[(size_t)sh * hd + d] * inv;
+        }
+}
+
+void
+kf_cpu_attn_tokens(const kf_cpu_kv_view_t *kv,
+                   const kf_cpu_attn_tok_t *toks,
+                   uint32_t n_tok,
+                   uint32_t n_q,
+                   uint32_t head_dim,
+                   uint32_t kv_off,
+                   float scale)
+{
+    KF_ASSERT(head_dim <= KF_ATTN_MAX_HD);
+    for (uint32_t t0 = 0; t0 < n_tok; t0 += KF_ATTN_MAX_TOK) {
+        uint32_t nt = n_tok - t0 < KF_ATTN_MAX_TOK ? n_tok - t0 : KF_ATTN_MAX_TOK;
+        for (uint32_t h0 = 0; h0 < n_q; h0 += KF_ATTN_MAX_GROUP) {
+            uint32_t nh = n_q - h0 < KF_ATTN_MAX_GROUP ? n_q - h0 : KF_ATTN_MAX_GROUP;
+            kf_attn_heads(kv, toks + t0, nt, h0, nh, head_dim, kv_off, scale);
+        }
     }
 }
 
@@ -312,12 +347,8 @@ kf_cpu_attn_group(const kf_cpu_kv_view_t *kv,
                   float scale,
                   float *out)
 {
-    KF_ASSERT(head_dim <= KF_ATTN_MAX_HD);
-    for (uint32_t h0 = 0; h0 < n_q; h0 += KF_ATTN_MAX_GROUP) {
-        uint32_t nh = n_q - h0 < KF_ATTN_MAX_GROUP ? n_q - h0 : KF_ATTN_MAX_GROUP;
-        kf_attn_heads(kv, q + (size_t)h0 * head_dim, nh, head_dim, kv_off, n_pos, scale,
-                      out + (size_t)h0 * head_dim);
-    }
+    kf_cpu_attn_tok_t tok = {.q = q, .out = out, .n_pos = n_pos};
+    kf_cpu_attn_tokens(kv, &tok, 1, n_q, head_dim, kv_off, scale);
 }
 
 void

@@ -38,6 +38,9 @@ typedef struct kf_cpu {
     /* Scratch sized for max_batch tokens. */
     float *x, *xn, *q, *k, *v, *att, *g, *u;
     kf_q8a_t *xq;
+    /* Attention runs of the current batch: run r is tokens runs[r] .. runs[r + 1] - 1, at most
+     * KF_CPU_ATTN_RUN consecutive tokens of one sequence. */
+    uint32_t *runs, n_runs;
     /* The weights the forward pass reads: the model's, with repacked matrices swapped in. */
     kf_model_weights_t w;
     kf_layer_weights_t *layers;
@@ -63,6 +66,7 @@ kf_cpu_destroy(kf_backend_t *be)
     free(c->g);
     free(c->u);
     free(c->xq);
+    free(c->runs);
     for (size_t i = 0; i < c->n_packed; i++)
         free(c->packed[i]);
     free(c->packed);
@@ -219,8 +223,9 @@ kf_cpu_init(kf_backend_t *be, const kf_backend_conf_t *conf)
     c->g = kf_cpu_alloc(sizeof(float) * B * F);
     c->u = kf_cpu_alloc(sizeof(float) * B * F);
     c->xq = kf_cpu_alloc(sizeof(kf_q8a_t) * B * (widest / KF_Q8A_BLOCK + 1));
+    c->runs = malloc(sizeof(uint32_t) * (B + 1));
     if (!c->inv_freq || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->g || !c->u ||
-        !c->xq) {
+        !c->xq || !c->runs) {
         kf_cpu_destroy(be);
         goto nomem;
     }
@@ -236,9 +241,37 @@ nomem:
     return KF_ERR_NOMEM;
 }
 
-/* Y = W X for n_tok rows. When W wants int8 activations, X is quantized into c->xq unless
- * *xq_ready says an earlier call already quantized this same X (q, k and v share their input,
- * as do gate and up); quantization does not depend on the weight type. */
+/* Y[i] = W[i] X for n_tok rows, i < n, in one pool run (q, k and v share their input, as do
+ * gate and up). When a W wants int8 activations, X is quantized into c->xq unless *xq_ready
+ * says an earlier call already quantized this same X; quantization does not depend on the
+ * weight type. */
+static void
+kf_cpu_mm_n(kf_cpu_t *c,
+            uint32_t n,
+            const kf_weight_t *const *W,
+            const float *X,
+            uint32_t n_tok,
+            float *const *Y,
+            const size_t *ldy,
+            int *xq_ready)
+{
+    kf_cpu_mm_t mm[KF_CPU_MM_MAX];
+    for (uint32_t i = 0; i < n; i++) {
+        mm[i] = (kf_cpu_mm_t){.W = W[i], .X = X, .n_tok = n_tok, .Y = Y[i], .ldy = ldy[i]};
+        if (kf_cpu_type_uses_q8a(W[i]->type)) {
+            if (!*xq_ready) {
+                size_t nb = W[i]->ne0 / KF_Q8A_BLOCK;
+                for (uint32_t t = 0; t < n_tok; t++)
+                    kf_cpu_quantize_q8a(X + (size_t)t * W[i]->ne0, c->xq + (size_t)t * nb,
+                                        W[i]->ne0);
+                *xq_ready = 1;
+            }
+            mm[i].Xq = c->xq;
+        }
+    }
+    kf_cpu_matmul_multi(c->pool, mm, n);
+}
+
 static void
 kf_cpu_mm(kf_cpu_t *c,
           const kf_weight_t *W,
@@ -248,17 +281,7 @@ kf_cpu_mm(kf_cpu_t *c,
           size_t ldy,
           int *xq_ready)
 {
-    const kf_q8a_t *xq = NULL;
-    if (kf_cpu_type_uses_q8a(W->type)) {
-        if (!*xq_ready) {
-            size_t nb = W->ne0 / KF_Q8A_BLOCK;
-            for (uint32_t t = 0; t < n_tok; t++)
-                kf_cpu_quantize_q8a(X + (size_t)t * W->ne0, c->xq + (size_t)t * nb, W->ne0);
-            *xq_ready = 1;
-        }
-        xq = c->xq;
-    }
-    kf_cpu_matmul(c->pool, W, X, xq, n_tok, Y, ldy);
+    kf_cpu_mm_n(c, 1, &W, X, n_tok, &Y, &ldy, xq_ready);
 }
 
 static void
@@ -272,13 +295,28 @@ kf_cpu_add_bias(float *y, const kf_weight_t *b, uint32_t n_tok, size_t n)
             y[(size_t)t * n + i] += bv[i];
 }
 
+/* Tokens of one sequence that share each widened K/V tile in attention (prefill). */
+#define KF_CPU_ATTN_RUN 8
+
 typedef struct kf_attn_task {
-    atomic_ulong next; /* work queue over (token, KV head) items */
-    uint64_t chunk;
+    atomic_ulong next; /* work queue over (run, KV head) items */
     kf_backend_t *be;
     const kf_batch_t *batch;
     uint32_t layer;
 } kf_attn_task_t;
+
+/* Splits the batch into attention runs (see kf_cpu_t.runs). */
+static void
+kf_cpu_attn_runs(kf_cpu_t *c, const kf_batch_t *batch)
+{
+    uint32_t n = 0;
+    for (uint32_t t = 0; t < batch->n_tokens; t++)
+        if (!n || batch->toks[t].seq != batch->toks[t - 1].seq ||
+            t - c->runs[n - 1] >= KF_CPU_ATTN_RUN)
+            c->runs[n++] = t;
+    c->runs[n] = batch->n_tokens;
+    c->n_runs = n;
+}
 
 static void
 kf_cpu_attn_worker(void *arg, int ith, int nth)
@@ -290,7 +328,7 @@ kf_cpu_attn_worker(void *arg, int ith, int nth)
     uint32_t n_kv = hp->n_head_kv, hd = hp->head_dim;
     uint32_t group = hp->n_head / hp->n_head_kv;
     size_t Q = (size_t)hp->n_head * hd;
-    uint64_t n_items = (uint64_t)at->batch->n_tokens * n_kv;
+    uint64_t n_items = (uint64_t)c->n_runs * n_kv;
     (void)ith;
     (void)nth;
     float scale = 1.0f / sqrtf((float)hd);
@@ -302,22 +340,24 @@ kf_cpu_attn_worker(void *arg, int ith, int nth)
         .kv_dim = c->kv_dim,
         .layer = at->layer,
     };
-    /* Items have very different costs (a token at position 1000 vs 3), so threads take
-     * chunks from a shared counter rather than fixed shares. */
+    /* Items have very different costs (a token at position 1000 vs 3), so threads take them
+     * one at a time from a shared counter rather than fixed shares. */
     for (;;) {
-        uint64_t i0 = atomic_fetch_add_explicit(&at->next, at->chunk, memory_order_relaxed);
-        if (i0 >= n_items)
+        uint64_t it = atomic_fetch_add_explicit(&at->next, 1, memory_order_relaxed);
+        if (it >= n_items)
             break;
-        uint64_t i1 = i0 + at->chunk < n_items ? i0 + at->chunk : n_items;
-        for (uint64_t it = i0; it < i1; it++) {
+        uint32_t r = (uint32_t)(it / n_kv), kvh = (uint32_t)(it % n_kv);
+        uint32_t t0 = c->runs[r], nt = c->runs[r + 1] - t0;
+        kf_cpu_attn_tok_t toks[KF_CPU_ATTN_RUN];
+        for (uint32_t i = 0; i < nt; i++) {
             /* The query heads of one KV head are adjacent: kvh * group .. + group - 1. */
-            uint32_t t = (uint32_t)(it / n_kv), kvh = (uint32_t)(it % n_kv);
-            const kf_batch_tok_t *tok = &at->batch->toks[t];
-            size_t qo = t * Q + (size_t)kvh * group * hd;
-            view.blocks = kf_kv_seq_blocks(be->kv, tok->seq, NULL);
-            kf_cpu_attn_group(&view, c->q + qo, group, hd, kvh * hd, (uint32_t)tok->pos + 1, scale,
-                              c->att + qo);
+            size_t qo = (t0 + i) * Q + (size_t)kvh * group * hd;
+            toks[i].q = c->q + qo;
+            toks[i].out = c->att + qo;
+            toks[i].n_pos = (uint32_t)at->batch->toks[t0 + i].pos + 1;
         }
+        view.blocks = kf_kv_seq_blocks(be->kv, at->batch->toks[t0].seq, NULL);
+        kf_cpu_attn_tokens(&view, toks, nt, group, hd, kvh * hd, scale);
     }
 }
 
@@ -366,15 +406,17 @@ kf_cpu_forward(kf_backend_t *be, const kf_batch_t *batch, kf_logits_t *out)
             kf_cpu_dequant_row(w->tok_embd.type, row, c->x + t * E, E);
     }
 
+    kf_cpu_attn_runs(c, batch);
     for (uint32_t il = 0; il < hp->n_layer; il++) {
         const kf_layer_weights_t *L = &w->layers[il];
         /* Attention block. */
         for (uint32_t t = 0; t < T; t++)
             kf_cpu_rmsnorm(c->x + t * E, L->attn_norm.data, c->xn + t * E, E, hp->rms_eps);
         int ready = 0;
-        kf_cpu_mm(c, &L->wq, c->xn, T, c->q, Q, &ready);
-        kf_cpu_mm(c, &L->wk, c->xn, T, c->k, K, &ready);
-        kf_cpu_mm(c, &L->wv, c->xn, T, c->v, K, &ready);
+        const kf_weight_t *qkv_w[3] = {&L->wq, &L->wk, &L->wv};
+        float *qkv_y[3] = {c->q, c->k, c->v};
+        size_t qkv_ld[3] = {Q, K, K};
+        kf_cpu_mm_n(c, 3, qkv_w, c->xn, T, qkv_y, qkv_ld, &ready);
         kf_cpu_add_bias(c->q, &L->bq, T, Q);
         kf_cpu_add_bias(c->k, &L->bk, T, K);
         kf_cpu_add_bias(c->v, &L->bv, T, K);
@@ -387,9 +429,6 @@ kf_cpu_forward(kf_backend_t *be, const kf_batch_t *batch, kf_logits_t *out)
         }
         kf_cpu_store_kv(be, batch, il);
         kf_attn_task_t at = {.be = be, .batch = batch, .layer = il};
-        uint64_t n_items = (uint64_t)T * hp->n_head_kv;
-        at.chunk = n_items / (4u * (uint64_t)kf_cpu_pool_size(c->pool));
-        at.chunk = at.chunk ? at.chunk : 1;
         atomic_init(&at.next, 0);
         kf_cpu_pool_run_dyn(c->pool, kf_cpu_attn_worker, &at);
         /* Output projection into xn (free now), then the residual add. */
@@ -402,8 +441,10 @@ kf_cpu_forward(kf_backend_t *be, const kf_batch_t *batch, kf_logits_t *out)
         for (uint32_t t = 0; t < T; t++)
             kf_cpu_rmsnorm(c->x + t * E, L->ffn_norm.data, c->xn + t * E, E, hp->rms_eps);
         ready = 0;
-        kf_cpu_mm(c, &L->w_gate, c->xn, T, c->g, F, &ready);
-        kf_cpu_mm(c, &L->w_up, c->xn, T, c->u, F, &ready);
+        const kf_weight_t *gu_w[2] = {&L->w_gate, &L->w_up};
+        float *gu_y[2] = {c->g, c->u};
+        size_t gu_ld[2] = {F, F};
+        kf_cpu_mm_n(c, 2, gu_w, c->xn, T, gu_y, gu_ld, &ready);
         kf_cpu_swiglu(c->g, c->u, (size_t)T * F);
         ready = 0;
         kf_cpu_mm(c, &L->w_down, c->g, T, c->xn, E, &ready);

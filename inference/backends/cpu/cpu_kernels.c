@@ -911,8 +911,6 @@ KF_FLOAT_KERNELS(bf16, uint16_t)
 typedef float (*kf_dotq_fn)(const void *w, const kf_q8a_t *x, size_t n);
 
 typedef struct kf_matmul_task {
-    atomic_ulong next_tile; /* work queue: tiles are grabbed in chunks */
-    uint64_t chunk;         /* tiles per grab */
     const kf_weight_t *W;
     const float *X;
     const kf_q8a_t *Xq;
@@ -1203,16 +1201,11 @@ kf_tile_q(const kf_matmul_task_t *mt, kf_dotq_fn dq, kf_dotq4_fn dq4, uint64_t r
     }
 }
 
+/* Rows rt .. re - 1 (one tile) of mt's product. */
 static void
-kf_matmul_worker(void *arg, int ith, int nth)
+kf_matmul_tile(const kf_matmul_task_t *mt, uint64_t rt, uint64_t re)
 {
-    kf_matmul_task_t *mt = arg;
     const kf_weight_t *W = mt->W;
-    uint64_t n_out = W->ne1;
-    uint64_t n_tiles = (n_out + KF_MM_TILE - 1) / KF_MM_TILE;
-    (void)ith;
-    (void)nth;
-
     kf_dotq_fn dq = NULL;
     kf_dotq4_fn dq4 = NULL;
     switch (W->type) {
@@ -1231,31 +1224,77 @@ kf_matmul_worker(void *arg, int ith, int nth)
     default:
         break;
     }
+    if (W->type == KF_TT_CPU_Q8_0X8)
+        /* Tiles are 8 rows: one group each (the last one may be partial). */
+        kf_cpu_q8x8_rows((const uint8_t *)W->data + rt * W->row_bytes, W->ne0, mt->Xq, mt->n_tok,
+                         mt->Y + rt, mt->ldy, (unsigned)(re - rt));
+    else if (dq)
+        kf_tile_q(mt, dq, dq4, rt, re);
+    else if (W->type == KF_TT_F16)
+        kf_tile_f16(mt, rt, re);
+    else if (W->type == KF_TT_BF16)
+        kf_tile_bf16(mt, rt, re);
+    else
+        kf_tile_f32(mt, rt, re);
+}
+
+/* Several products in one pool run: their tiles numbered one after the other. */
+typedef struct kf_matmul_multi {
+    atomic_ulong next_tile; /* work queue: tiles are grabbed in chunks */
+    uint64_t chunk;         /* tiles per grab */
+    uint32_t n;
+    uint64_t first[KF_CPU_MM_MAX + 1]; /* product i has tiles first[i] .. first[i + 1] - 1 */
+    kf_matmul_task_t mt[KF_CPU_MM_MAX];
+} kf_matmul_multi_t;
+
+static void
+kf_matmul_worker(void *arg, int ith, int nth)
+{
+    kf_matmul_multi_t *mm = arg;
+    uint64_t n_tiles = mm->first[mm->n];
+    (void)ith;
+    (void)nth;
     /* Dynamic chunks instead of a fixed share per thread: a thread that is descheduled (busy
      * machine) or slower does less, and the others pick up its rows. Each row is still computed
      * by exactly one thread with the same arithmetic, so results do not depend on threads. */
     for (;;) {
-        uint64_t c0 = atomic_fetch_add_explicit(&mt->next_tile, mt->chunk, memory_order_relaxed);
+        uint64_t c0 = atomic_fetch_add_explicit(&mm->next_tile, mm->chunk, memory_order_relaxed);
         if (c0 >= n_tiles)
             break;
-        uint64_t c1 = c0 + mt->chunk < n_tiles ? c0 + mt->chunk : n_tiles;
-        uint64_t r1 = c1 * KF_MM_TILE < n_out ? c1 * KF_MM_TILE : n_out;
-        for (uint64_t rt = c0 * KF_MM_TILE; rt < r1; rt += KF_MM_TILE) {
-            uint64_t re = rt + KF_MM_TILE < r1 ? rt + KF_MM_TILE : r1;
-            if (W->type == KF_TT_CPU_Q8_0X8)
-                /* Tiles are 8 rows: one group each (the last one may be partial). */
-                kf_cpu_q8x8_rows((const uint8_t *)W->data + rt * W->row_bytes, W->ne0, mt->Xq,
-                                 mt->n_tok, mt->Y + rt, mt->ldy, (unsigned)(re - rt));
-            else if (dq)
-                kf_tile_q(mt, dq, dq4, rt, re);
-            else if (W->type == KF_TT_F16)
-                kf_tile_f16(mt, rt, re);
-            else if (W->type == KF_TT_BF16)
-                kf_tile_bf16(mt, rt, re);
-            else
-                kf_tile_f32(mt, rt, re);
+        uint64_t c1 = c0 + mm->chunk < n_tiles ? c0 + mm->chunk : n_tiles;
+        uint32_t i = 0;
+        for (uint64_t tile = c0; tile < c1; tile++) {
+            while (tile >= mm->first[i + 1])
+                i++;
+            const kf_matmul_task_t *mt = &mm->mt[i];
+            uint64_t rt = (tile - mm->first[i]) * KF_MM_TILE;
+            uint64_t re = rt + KF_MM_TILE < mt->W->ne1 ? rt + KF_MM_TILE : mt->W->ne1;
+            kf_matmul_tile(mt, rt, re);
         }
     }
+}
+
+void
+kf_cpu_matmul_multi(kf_cpu_pool_t *pool, const kf_cpu_mm_t *mm, uint32_t n)
+{
+    KF_ASSERT(n >= 1 && n <= KF_CPU_MM_MAX);
+    kf_matmul_multi_t run = {.n = n};
+    for (uint32_t i = 0; i < n; i++) {
+        const kf_weight_t *W = mm[i].W;
+        KF_ASSERT(!kf_cpu_type_uses_q8a(W->type) || mm[i].Xq);
+        run.mt[i] = (kf_matmul_task_t){.W = W,
+                                       .X = mm[i].X,
+                                       .Xq = mm[i].Xq,
+                                       .n_tok = mm[i].n_tok,
+                                       .Y = mm[i].Y,
+                                       .ldy = mm[i].ldy};
+        run.first[i + 1] = run.first[i] + (W->ne1 + KF_MM_TILE - 1) / KF_MM_TILE;
+    }
+    /* About 8 grabs per thread: few atomics, still fine-grained enough to rebalance. */
+    uint64_t chunk = run.first[n] / (8u * (uint64_t)kf_cpu_pool_size(pool));
+    run.chunk = chunk ? chunk : 1;
+    atomic_init(&run.next_tile, 0);
+    kf_cpu_pool_run_dyn(pool, kf_matmul_worker, &run);
 }
 
 void
@@ -1267,14 +1306,8 @@ kf_cpu_matmul(kf_cpu_pool_t *pool,
               float *Y,
               size_t ldy)
 {
-    KF_ASSERT(!kf_cpu_type_uses_q8a(W->type) || Xq);
-    kf_matmul_task_t mt = {.W = W, .X = X, .Xq = Xq, .n_tok = n_tok, .Y = Y, .ldy = ldy};
-    uint64_t n_tiles = (W->ne1 + KF_MM_TILE - 1) / KF_MM_TILE;
-    /* About 8 grabs per thread: few atomics, still fine-grained enough to rebalance. */
-    uint64_t chunk = n_tiles / (8u * (uint64_t)kf_cpu_pool_size(pool));
-    mt.chunk = chunk ? chunk : 1;
-    atomic_init(&mt.next_tile, 0);
-    kf_cpu_pool_run_dyn(pool, kf_matmul_worker, &mt);
+    kf_cpu_mm_t mm = {.W = W, .X = X, .Xq = Xq, .n_tok = n_tok, .Y = Y, .ldy = ldy};
+    kf_cpu_matmul_multi(pool, &mm, 1);
 }
 
 /* ---------- small ops ---------- */

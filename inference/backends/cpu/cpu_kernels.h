@@ -151,6 +151,22 @@ void kf_cpu_matmul(struct kf_cpu_pool *pool,
                    float *Y,
                    size_t ldy);
 
+/* One product of kf_cpu_matmul_multi: the arguments of kf_cpu_matmul. */
+typedef struct kf_cpu_mm {
+    const kf_weight_t *W;
+    const float *X;
+    const kf_q8a_t *Xq;
+    uint32_t n_tok;
+    float *Y;
+    size_t ldy;
+} kf_cpu_mm_t;
+
+#define KF_CPU_MM_MAX 4
+
+/* Up to KF_CPU_MM_MAX products in one pool run (q, k and v; gate and up): one dispatch and
+ * one wait instead of one each, same results as kf_cpu_matmul on each. */
+void kf_cpu_matmul_multi(struct kf_cpu_pool *pool, const kf_cpu_mm_t *mm, uint32_t n);
+
 /* y = x / sqrt(mean(x^2) + eps) * w (in place allowed). */
 void kf_cpu_rmsnorm(const float *x, const float *w, float *y, size_t n, float eps);
 
@@ -207,5 +223,24 @@ void kf_cpu_attn_group(const kf_cpu_kv_view_t *kv,
                        uint32_t n_pos,
                        float scale,
                        float *out);
+
+/* One token of kf_cpu_attn_tokens: its n_q query heads (q), where they go (out), and the
+ * positions it attends to (its position + 1). */
+typedef struct kf_cpu_attn_tok {
+    const float *q;
+    float *out;
+    uint32_t n_pos;
+} kf_cpu_attn_tok_t;
+
+/* kf_cpu_attn_group for several tokens of one sequence (same block table): each K/V tile is
+ * widened once for all of them (prefill). Each token's result is bit-identical to computing
+ * it alone. */
+void kf_cpu_attn_tokens(const kf_cpu_kv_view_t *kv,
+                        const kf_cpu_attn_tok_t *toks,
+                        uint32_t n_tok,
+                        uint32_t n_q,
+                        uint32_t head_dim,
+                        uint32_t kv_off,
+                        float scale);
 
 #endif /* KF_CPU_KERNELS_H */
