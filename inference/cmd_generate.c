@@ -356,6 +356,54 @@ kf_cmd_generate(int argc, char **argv)
     return rc;
 }
 
+/* On long runs, a line on stderr every 5 s: what is running, tokens done of the total. */
+static void
+bench_progress(
+    const char *what, uint32_t n_seqs, uint64_t done, uint64_t total, double t0, double *t_note)
+{
+    double now = wall_ms();
+    if (now - *t_note < 5000.0)
+        return;
+    *t_note = now;
+    fprintf(stderr, "bench-infer: %s, %u seq%s: %llu of %llu tokens after %.0f s\n", what, n_seqs,
+            n_seqs == 1 ? "" : "s", (unsigned long long)done, (unsigned long long)total,
+            (now - t0) / 1e3);
+}
+
+/* kf_engine_generate() for the prefill run, stepped here so a long prompt reports progress. */
+static kf_err_t
+bench_prefill(
+    kf_engine_t *eng, const kf_request_t *req, kf_result_t **out, char *err, size_t err_size)
+{
+    kf_engine_stats_t st0, st;
+    kf_engine_stats(eng, &st0);
+    kf_err_t e = kf_engine_submit(eng, req, NULL, err, err_size);
+    if (e)
+        return e;
+    double t0 = wall_ms(), t_note = t0;
+    int busy = 1;
+    while (busy) {
+        e = kf_engine_step(eng, &busy, err, err_size);
+        if (e)
+            return e;
+        kf_engine_stats(eng, &st);
+        bench_progress("prefill", 1, st.n_prefill_tokens - st0.n_prefill_tokens,
+                       (uint64_t)req->n_prompt_ids, t0, &t_note);
+    }
+    if (kf_engine_poll(eng, out) != KF_OK) {
+        snprintf(err, err_size, "the engine returned no result");
+        return KF_ERR_INTERNAL;
+    }
+    if ((*out)->err) {
+        snprintf(err, err_size, "%s", (*out)->errstr);
+        e = (*out)->err;
+        kf_result_destroy(*out);
+        *out = NULL;
+        return e;
+    }
+    return KF_OK;
+}
+
 static void
 bench_usage(FILE *fp)
 {
@@ -363,7 +411,8 @@ bench_usage(FILE *fp)
                 "Measures the engine: prefill tokens/s of one prompt, then decode tokens/s with\n"
                 "N sequences generating at once (greedy, EOS ignored), peak RSS and weight "
                 "bytes.\n"
-                "Decode rate counts only steps that carried no prefill tokens.\n\n"
+                "Decode rate counts only steps that carried no prefill tokens. Runs longer\n"
+                "than 5 s report tokens done on stderr every 5 s.\n\n"
                 "  -m, --model PATH   GGUF model (required)\n"
                 "  -t, --threads N    CPU threads (default 2)\n"
                 "  --prompt-len N     prompt tokens (default 128)\n"
@@ -502,7 +551,7 @@ kf_cmd_bench_infer(int argc, char **argv)
             req.max_tokens = 1;
             req.ignore_eos = 1;
             kf_result_t *res = NULL;
-            if (!p || kf_engine_generate(eng, &req, &res, err, sizeof(err)) != KF_OK) {
+            if (!p || bench_prefill(eng, &req, &res, err, sizeof(err)) != KF_OK) {
                 fprintf(stderr, "%s: prefill run failed: %s\n", cmd, p ? err : "out of memory");
                 rc = 1;
             } else if (!quiet) {
@@ -537,10 +586,12 @@ kf_cmd_bench_infer(int argc, char **argv)
                     break;
                 }
             }
-            double decode_ms = 0, t_all = wall_ms();
+            double decode_ms = 0, t_all = wall_ms(), t_note = t_all;
             uint64_t decode_toks = 0;
             int busy = 1;
             while (busy && rc == 0) {
+                bench_progress("decode", n, st1.n_decode_tokens - st_begin.n_decode_tokens,
+                               (uint64_t)n * (uint64_t)gen, t_all, &t_note);
                 kf_engine_stats(eng, &st0);
                 double t0 = wall_ms();
                 if (kf_engine_step(eng, &busy, err, sizeof(err)) != KF_OK) {

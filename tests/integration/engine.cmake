@@ -41,6 +41,15 @@ set_tests_properties(cli_generate_qwen2 PROPERTIES LABELS integration SKIP_RETUR
     FIXTURES_REQUIRED kf_engine_models TIMEOUT 120
     PASS_REGULAR_EXPRESSION "finish=length prompt_tokens=[0-9]+ completion_tokens=5")
 
+# bench-infer end to end: prefill of the prompt (stepped by the command itself), then decode
+# at 1 and 2 sequences; the first token of each sequence comes from its prefill step.
+add_test(NAME cli_bench_infer_qwen2
+    COMMAND sh -c "[ -r \"$1\" ] || exit 77; exec \"$0\" bench-infer -m \"$1\" --prompt-len 16 --gen 4 --seqs 1,2 --threads 2 --device cpu"
+        $<TARGET_FILE:kinfer> ${_kf_eng_dir}/qwen2.gguf)
+set_tests_properties(cli_bench_infer_qwen2 PROPERTIES LABELS integration SKIP_RETURN_CODE 77
+    FIXTURES_REQUIRED kf_engine_models TIMEOUT 120
+    PASS_REGULAR_EXPRESSION "prefill: 16 tokens in [0-9.]+ ms = [0-9.]+ tokens/s.*decode:   1 seqs: 3 tokens in .*decode:   2 seqs: 6 tokens in .*peak RSS: [0-9.]+ MiB")
+
 # `--device`: a bad value is refused by name; on a GPU machine, sampling on the device and on
 # the host (`--host-sample`) give the same text for the same seed (label gpu; exits 77 when
 # `generate --device cuda` says there is no CUDA device or backend).
