@@ -27,6 +27,7 @@ typedef struct gen_opts {
     const char *model;
     const char *device;
     int host_sample;
+    int requant_q8;
     int threads;
     size_t kv_mib;
     uint32_t max_batch_seqs, max_batch_tokens, ctx;
@@ -87,6 +88,7 @@ open_engine(const char *cmd,
     kf_engine_conf_init(&conf);
     conf.backend = o->device;
     conf.sample_on_host = o->host_sample;
+    conf.cpu_requant_q8 = o->requant_q8;
     conf.n_threads = o->threads;
     conf.kv_budget_bytes = o->kv_mib << 20;
     conf.max_batch_seqs = o->max_batch_seqs;
@@ -127,6 +129,9 @@ common_opt(const char *cmd, gen_opts_t *o, int argc, char **argv, int *i)
     } else if (!strcmp(a, "--host-sample")) {
         o->host_sample = 1;
         return 1; /* a flag: no value to skip */
+    } else if (!strcmp(a, "--requant-q8")) {
+        o->requant_q8 = 1;
+        return 1;
     } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) {
         if (!parse_long(cmd, a, v, 0, 1024, &x))
             return -1;
@@ -179,6 +184,8 @@ generate_usage(FILE *fp)
             "  -t, --threads N       CPU threads (default: all cores)\n"
             "  --device NAME         cpu, cuda or auto (default: cuda when a GPU is present)\n"
             "  --host-sample         with cuda, copy logits and sample on the host\n"
+            "  --requant-q8          cpu: run Q4_0/Q4_K/Q6_K matrices as Q8_0 (faster,\n"
+            "                        more memory: 8.5 bits per weight)\n"
             "  --kv-mib N            KV cache budget in MiB (default 256)\n"
             "  --ctx N               max prompt + generated tokens (default: model context)\n",
             MAX_STOPS);
@@ -420,6 +427,8 @@ bench_usage(FILE *fp)
                 "  --seqs LIST        concurrent sequences, comma separated (default 1,8,32)\n"
                 "  --device NAME      cpu, cuda or auto (default: cuda when a GPU is present)\n"
                 "  --host-sample      with cuda, copy logits and sample on the host\n"
+                "  --requant-q8       cpu: run Q4_0/Q4_K/Q6_K matrices as Q8_0 (faster,\n"
+                "                     more memory: 8.5 bits per weight)\n"
                 "  --kv-mib N         KV cache budget in MiB (default 256)\n"
                 "  --batch-tokens N   max tokens per forward call (default 512)\n"
                 "  --warmup N         untimed rounds of the whole run first (default: 1 on\n"

@@ -488,6 +488,7 @@ kf_engine_new(const kf_model_t *model,
         .n_threads = conf.n_threads,
         .device = conf.device,
         .max_batch = conf.max_batch_tokens,
+        .requant_q8 = conf.cpu_requant_q8,
     };
     err = start_backend(eng, &conf, &bc, errstr, errstr_size);
     if (err)

@@ -38,6 +38,7 @@ typedef struct kf_backend_conf {
     int n_threads;      /* CPU worker threads including the caller; 0 = online cores */
     int device;         /* GPU ordinal for "cuda"; ignored by "cpu" */
     uint32_t max_batch; /* most tokens per forward call; 0 = 512 */
+    int requant_q8;     /* cpu: also convert Q4_0/Q4_K/Q6_K matrices to Q8_0x8 */
 } kf_backend_conf_t;
 
 /* One token of a batch. */

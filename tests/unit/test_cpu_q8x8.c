@@ -4,7 +4,8 @@
  * definition bit for bit for every token count and tile split, results match a
  * double-precision dot product over the same quantized values, extreme bytes (-128 weights,
  * +-127 activations) give exact integer sums, batched matmul equals one token at a time bit
- * for bit (also when the last 8-row group is partial), and only Q8_0 matrices are eligible.
+ * for bit (also when the last 8-row group is partial), only Q8_0 matrices are eligible, and
+ * requantized Q4_0/Q4_K/Q6_K matrices hold the Q8_0 quantization of their values.
  */
 #include "cpu_kernels.h"
 #include "cpu_pool.h"
@@ -81,6 +82,70 @@ case_free(q8x8_case_t *c)
     free(c->P);
     free(c->X);
     free(c->Xq);
+}
+
+/* Requantized 4- and 6-bit matrices: every row unpacks to exactly the Q8_0 quantization of
+ * the source row's values, which is within half a Q8_0 step of them; partial last group
+ * padded; only Q4_0 / Q4_K / Q6_K qualify. */
+static void
+check_requant(kf_tensor_type_t t, size_t n_in, size_t n_out)
+{
+    size_t rb = kf_quant_row_size(t, (int64_t)n_in), q8rb = n_in / 32 * 34;
+    uint8_t *src = malloc(rb * n_out), *q8 = malloc(q8rb);
+    uint8_t *P = malloc(kf_cpu_q8x8_bytes(n_in, n_out));
+    float *f = malloc(sizeof(float) * n_in), *want = malloc(sizeof(float) * n_in);
+    float *got = malloc(sizeof(float) * n_in);
+    for (size_t r = 0; r < n_out; r++) {
+        for (size_t i = 0; i < n_in; i++)
+            f[i] = rng_f() * 0.02f * (float)(1 + r % 5);
+        assert_int_equal(kf_quant_row(t, f, src + r * rb, (int64_t)n_in), KF_OK);
+    }
+    memset(P, 0x5a, kf_cpu_q8x8_bytes(n_in, n_out));
+    uint64_t ng = (n_out + 7) / 8;
+    /* In two calls, as the parallel packer splits groups. */
+    assert_int_equal(kf_cpu_q8x8_requant_groups(t, src, rb, n_in, n_out, P, 0, ng / 2), KF_OK);
+    assert_int_equal(kf_cpu_q8x8_requant_groups(t, src, rb, n_in, n_out, P, ng / 2, ng), KF_OK);
+    for (size_t r = 0; r < n_out; r++) {
+        kf_cpu_dequant_row(t, src + r * rb, f, n_in);
+        assert_int_equal(kf_quant_row(KF_TT_Q8_0, f, q8, (int64_t)n_in), KF_OK);
+        kf_cpu_dequant_row(KF_TT_Q8_0, q8, want, n_in);
+        kf_cpu_q8x8_dequant_row(P, n_in, r, got);
+        assert_memory_equal(want, got, sizeof(float) * n_in);
+        for (size_t b = 0; b < n_in / 32; b++) {
+            float amax = 0.0f;
+            for (int i = 0; i < 32; i++)
+                amax = fmaxf(amax, fabsf(f[32 * b + i]));
+            for (int i = 0; i < 32; i++)
+                assert_true(fabsf(got[32 * b + i] - f[32 * b + i]) <=
+                            amax / 254.0f * 1.01f + 1e-9f);
+        }
+    }
+    if (n_out % 8) { /* padding rows of the last group: zero scales */
+        const uint8_t *g = P + (ng - 1) * (n_in / 32) * KF_Q8X8_GROUP_BLOCK_BYTES;
+        for (size_t r = n_out % 8; r < 8; r++)
+            assert_int_equal(g[2 * r] | g[2 * r + 1], 0);
+    }
+    free(src);
+    free(q8);
+    free(P);
+    free(f);
+    free(want);
+    free(got);
+}
+
+static void
+test_requant(void **state)
+{
+    (void)state;
+    check_requant(KF_TT_Q4_0, 96, 13);
+    check_requant(KF_TT_Q4_K, 512, 21);
+    check_requant(KF_TT_Q6_K, 256, 16);
+    assert_true(kf_cpu_q8x8_requant_eligible(KF_TT_Q4_K, 1024, 64));
+    assert_true(kf_cpu_q8x8_requant_eligible(KF_TT_Q6_K, 256, 3));
+    assert_true(kf_cpu_q8x8_requant_eligible(KF_TT_Q4_0, 32, 1));
+    assert_false(kf_cpu_q8x8_requant_eligible(KF_TT_Q8_0, 896, 64)); /* packed, not requantized */
+    assert_false(kf_cpu_q8x8_requant_eligible(KF_TT_F16, 896, 64));
+    assert_false(kf_cpu_q8x8_requant_eligible(KF_TT_Q4_K, 256, 0));
 }
 
 static void
@@ -279,6 +344,7 @@ main(void)
         cmocka_unit_test(test_rows_match_ref),
         cmocka_unit_test(test_extreme_bytes),
         cmocka_unit_test(test_matmul_batch_invariant),
+        cmocka_unit_test(test_requant),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

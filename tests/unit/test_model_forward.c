@@ -38,6 +38,7 @@ typedef struct spec {
     const char *misshape; /* tensor written with one row too many */
     const char *omit_key; /* metadata key suffix to leave out */
     uint32_t head_count;  /* 0 = NH */
+    int via_q4_0;         /* matrices: values rounded to Q4_0 first, then stored as `type` */
 } spec_t;
 
 typedef struct built {
@@ -74,6 +75,12 @@ add_tensor(kf_gguf_writer_t *w,
     for (uint64_t i = 0; i < n; i++)
         f[i] = is_norm ? 1.0f + 0.1f * rnd() : 0.3f * rnd();
     kf_tensor_type_t t = (n1 == 1 && (is_norm || strstr(name, "bias"))) ? KF_TT_F32 : s->type;
+    if (s->via_q4_0 && t != KF_TT_F32) {
+        void *q4 = malloc(kf_quant_row_size(KF_TT_Q4_0, (int64_t)n));
+        assert_int_equal(kf_quant_row(KF_TT_Q4_0, f, q4, (int64_t)n), KF_OK);
+        assert_int_equal(kf_dequant_row(KF_TT_Q4_0, q4, f, (int64_t)n), KF_OK);
+        free(q4);
+    }
     void *q = malloc(kf_quant_row_size(t, (int64_t)n));
     assert_int_equal(kf_quant_row(t, f, q, (int64_t)n), KF_OK);
     free(f);
@@ -235,6 +242,8 @@ typedef struct eng {
     kf_backend_t *be;
 } eng_t;
 
+static int g_requant; /* eng_new: kf_backend_conf_t.requant_q8 */
+
 static void
 eng_new(eng_t *e, const kf_model_t *m, int f16, int threads)
 {
@@ -244,7 +253,7 @@ eng_new(eng_t *e, const kf_model_t *m, int f16, int threads)
                        .max_seqs = 8,
                        .dtype = f16 ? KF_KV_F16 : KF_KV_F32};
     assert_int_equal(kf_kv_new(m, &kc, &e->kv, err, sizeof(err)), KF_OK);
-    kf_backend_conf_t bc = {.n_threads = threads, .max_batch = 64};
+    kf_backend_conf_t bc = {.n_threads = threads, .max_batch = 64, .requant_q8 = g_requant};
     assert_int_equal(kf_backend_new("cpu", m, e->kv, &bc, &e->be, err, sizeof(err)), KF_OK);
     assert_int_equal(kf_backend_n_threads(e->be), threads);
     assert_string_equal(kf_backend_name(e->be), "cpu");
@@ -368,6 +377,46 @@ test_forward_consistency(void **state)
     check_consistency(KF_TT_Q8_0, "llama");
     check_consistency(KF_TT_Q4_0, "qwen2");
     check_consistency(KF_TT_BF16, "llama");
+    /* The same invariants with Q4_0 matrices run as Q8_0x8. */
+    g_requant = 1;
+    check_consistency(KF_TT_Q4_0, "qwen2");
+    g_requant = 0;
+}
+
+/* requant_q8: a Q4_0 model run with Q4_0 matrices converted to Q8_0x8 gives exactly the logits
+ * of a Q8_0 model whose weights are the Q8_0 rounding of the same Q4_0 values (both run the
+ * Q8_0x8 kernels on the same bytes), and different ones from the Q4_0 kernels. */
+static void
+test_forward_requant(void **state)
+{
+    (void)state;
+    char err[512];
+    built_t b4, b8;
+    spec_t s4 = {.arch = "qwen2", .type = KF_TT_Q4_0, .tied = 1};
+    spec_t s8 = {.arch = "qwen2", .type = KF_TT_Q8_0, .tied = 1, .via_q4_0 = 1};
+    rng = 777;
+    assert_int_equal(build(&s4, &b4, err, sizeof(err)), KF_OK);
+    rng = 777;
+    assert_int_equal(build(&s8, &b8, err, sizeof(err)), KF_OK);
+    static float q4[NP * NV], rq[NP * NV], q8[NP * NV];
+    eng_t e4, erq, e8;
+    eng_new(&e4, b4.model, 0, 2);
+    eng_new(&e8, b8.model, 0, 2);
+    g_requant = 1;
+    eng_new(&erq, b4.model, 0, 2);
+    g_requant = 0;
+    run_prompt(&e4, NP, q4);
+    run_prompt(&erq, NP, rq);
+    run_prompt(&e8, NP, q8);
+    assert_memory_equal(rq, q8, sizeof(rq));
+    double d = max_rel_diff(rq, q4, NP * NV);
+    print_message("requant_q8 vs q4_0 kernels: max rel diff %g\n", d);
+    assert_true(d > 0.0);
+    eng_free(&e4);
+    eng_free(&erq);
+    eng_free(&e8);
+    unbuild(&b4);
+    unbuild(&b8);
 }
 
 static void
@@ -444,6 +493,7 @@ main(void)
         cmocka_unit_test(test_load_hparams),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_forward_consistency),
+        cmocka_unit_test(test_forward_requant),
         cmocka_unit_test(test_forward_rejects_bad_batches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

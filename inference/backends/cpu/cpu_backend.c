@@ -45,7 +45,8 @@ typedef struct kf_cpu {
     kf_model_weights_t w;
     kf_layer_weights_t *layers;
     void **packed; /* buffers of the repacked matrices */
-    size_t n_packed, packed_bytes;
+    size_t n_packed, packed_bytes, n_requant;
+    int requant_q8; /* kf_backend_conf_t.requant_q8 */
 } kf_cpu_t;
 
 static void
@@ -91,6 +92,7 @@ typedef struct kf_pack_task {
     void *dst;
     uint64_t n_groups;
     atomic_ulong next;
+    atomic_int failed; /* a requantizing worker ran out of memory */
 } kf_pack_task_t;
 
 static void
@@ -104,16 +106,22 @@ kf_cpu_pack_worker(void *arg, int ith, int nth)
         if (g0 >= pt->n_groups)
             break;
         uint64_t g1 = g0 + 64 < pt->n_groups ? g0 + 64 : pt->n_groups;
-        kf_cpu_q8x8_pack_groups(pt->wt->data, pt->wt->row_bytes, pt->wt->ne0, pt->wt->ne1, pt->dst,
-                                g0, g1);
+        if (pt->wt->type == KF_TT_Q8_0)
+            kf_cpu_q8x8_pack_groups(pt->wt->data, pt->wt->row_bytes, pt->wt->ne0, pt->wt->ne1,
+                                    pt->dst, g0, g1);
+        else if (kf_cpu_q8x8_requant_groups(pt->wt->type, pt->wt->data, pt->wt->row_bytes,
+                                            pt->wt->ne0, pt->wt->ne1, pt->dst, g0, g1))
+            atomic_store(&pt->failed, 1);
     }
 }
 
-/* Repacks *wt into the Q8_0x8 layout when eligible (else leaves it as it is), on the pool. */
+/* Repacks *wt into the Q8_0x8 layout when eligible (else leaves it as it is), on the pool;
+ * with c->requant_q8, 4- and 6-bit matrices are converted too. */
 static kf_err_t
 kf_cpu_repack(kf_cpu_t *c, kf_weight_t *wt, int release_src)
 {
-    if (!wt->data || !kf_cpu_q8x8_eligible(wt->type, wt->ne0, wt->ne1))
+    int requant = c->requant_q8 && kf_cpu_q8x8_requant_eligible(wt->type, wt->ne0, wt->ne1);
+    if (!wt->data || (!requant && !kf_cpu_q8x8_eligible(wt->type, wt->ne0, wt->ne1)))
         return KF_OK;
     size_t bytes = kf_cpu_q8x8_bytes(wt->ne0, wt->ne1);
     /* (MADV_HUGEPAGE on this buffer was tried: with the kernel's "defrag: madvise" setting
@@ -125,7 +133,11 @@ kf_cpu_repack(kf_cpu_t *c, kf_weight_t *wt, int release_src)
     c->packed_bytes += bytes;
     kf_pack_task_t pt = {.wt = wt, .dst = dst, .n_groups = (wt->ne1 + 7) / 8};
     atomic_init(&pt.next, 0);
+    atomic_init(&pt.failed, 0);
     kf_cpu_pool_run_dyn(c->pool, kf_cpu_pack_worker, &pt);
+    if (atomic_load(&pt.failed))
+        return KF_ERR_NOMEM;
+    c->n_requant += requant;
     if (release_src) {
         /* Only whole pages inside the tensor: its neighbours may still be in use. */
         uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
@@ -136,6 +148,8 @@ kf_cpu_repack(kf_cpu_t *c, kf_weight_t *wt, int release_src)
     }
     wt->type = KF_TT_CPU_Q8_0X8;
     wt->data = dst;
+    /* A Q8_0 row's size: 8 of them are one group (the kernels step by it). */
+    wt->row_bytes = (size_t)(wt->ne0 / 32) * 34;
     return KF_OK;
 }
 
@@ -166,10 +180,15 @@ kf_cpu_prepare_weights(kf_backend_t *be, kf_cpu_t *c)
             err = kf_cpu_repack(c, m[i], release);
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (!err && c->n_packed)
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    if (!err && c->n_requant)
+        kf_log(KF_LOG_INFO, "cpu",
+               "repacked %zu Q8_0 matrices and requantized %zu Q4_0/Q4_K/Q6_K matrices to "
+               "Q8_0x8 (%.1f MiB) in %.0f ms",
+               c->n_packed - c->n_requant, c->n_requant, (double)c->packed_bytes / (1 << 20), ms);
+    else if (!err && c->n_packed)
         kf_log(KF_LOG_INFO, "cpu", "repacked %zu Q8_0 matrices (%.1f MiB) to Q8_0x8 in %.0f ms",
-               c->n_packed, (double)c->packed_bytes / (1 << 20),
-               (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+               c->n_packed, (double)c->packed_bytes / (1 << 20), ms);
     return err;
 }
 
@@ -193,6 +212,7 @@ kf_cpu_init(kf_backend_t *be, const kf_backend_conf_t *conf)
         kf_cpu_destroy(be);
         return err;
     }
+    c->requant_q8 = conf->requant_q8;
     c->f16 = kf_kv_dtype(be->kv) == KF_KV_F16;
     c->bt = kf_kv_block_tokens(be->kv);
     c->kv_dim = hp->n_head_kv * hp->head_dim;

@@ -113,6 +113,19 @@ void kf_cpu_q8x8_pack_groups(const void *src,
                              void *dst,
                              uint64_t g0,
                              uint64_t g1);
+/* 1 when a matrix of type t can be converted to Q8_0x8 (Q4_0, Q4_K, Q6_K; opt-in, see
+ * kf_backend_conf_t.requant_q8). */
+int kf_cpu_q8x8_requant_eligible(kf_tensor_type_t t, uint64_t ne0, uint64_t ne1);
+/* Groups [g0, g1) of such a matrix: each row widened to floats, quantized to Q8_0 (per 32
+ * values, scale max|x| / 127, round to nearest) and packed. KF_ERR_NOMEM only. */
+kf_err_t kf_cpu_q8x8_requant_groups(kf_tensor_type_t t,
+                                    const void *src,
+                                    size_t row_bytes,
+                                    uint64_t ne0,
+                                    uint64_t ne1,
+                                    void *dst,
+                                    uint64_t g0,
+                                    uint64_t g1);
 /* Widens row `row` of a repacked matrix to ne0 floats (the same values as the Q8_0 row). */
 void kf_cpu_q8x8_dequant_row(const void *packed, uint64_t ne0, uint64_t row, float *dst);
 /* Y[t][i] for the first nr (1..8) rows i of group `group` (pointer to its first block) and

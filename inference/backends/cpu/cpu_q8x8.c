@@ -23,7 +23,9 @@
  * lives in cpu_kernels.c, and nothing here is a vectorizable char-product loop.
  */
 #include "cpu_kernels.h"
+#include "kf_quant.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -97,6 +99,43 @@ kf_cpu_q8x8_pack_groups(const void *src,
             }
         }
     }
+}
+
+int
+kf_cpu_q8x8_requant_eligible(kf_tensor_type_t t, uint64_t ne0, uint64_t ne1)
+{
+    return (t == KF_TT_Q4_0 || t == KF_TT_Q4_K || t == KF_TT_Q6_K) && ne1 > 0 && ne0 > 0 &&
+           ne0 % 32 == 0;
+}
+
+kf_err_t
+kf_cpu_q8x8_requant_groups(kf_tensor_type_t t,
+                           const void *src,
+                           size_t row_bytes,
+                           uint64_t ne0,
+                           uint64_t ne1,
+                           void *dst,
+                           uint64_t g0,
+                           uint64_t g1)
+{
+    size_t q8_rb = (size_t)(ne0 / 32) * 34;
+    size_t group_bytes = (size_t)(ne0 / 32) * KF_Q8X8_GROUP_BLOCK_BYTES;
+    float *f = malloc(sizeof(float) * (size_t)ne0);
+    uint8_t *q8 = malloc(q8_rb * 8);
+    kf_err_t err = f && q8 ? KF_OK : KF_ERR_NOMEM;
+    for (uint64_t g = g0; g < g1 && !err; g++) {
+        uint64_t nr = ne1 - 8 * g < 8 ? ne1 - 8 * g : 8;
+        for (uint64_t r = 0; r < nr && !err; r++) {
+            kf_cpu_dequant_row(t, (const uint8_t *)src + (8 * g + r) * row_bytes, f, (size_t)ne0);
+            err = kf_quant_row(KF_TT_Q8_0, f, q8 + r * q8_rb, (int64_t)ne0);
+        }
+        /* The group as a matrix of its own nr rows: its group 0, padded like a last group. */
+        if (!err)
+            kf_cpu_q8x8_pack_groups(q8, q8_rb, ne0, nr, (uint8_t *)dst + g * group_bytes, 0, 1);
+    }
+    free(f);
+    free(q8);
+    return err;
 }
 
 void
