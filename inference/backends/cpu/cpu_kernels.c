@@ -910,14 +910,8 @@ KF_FLOAT_KERNELS(bf16, uint16_t)
 
 typedef float (*kf_dotq_fn)(const void *w, const kf_q8a_t *x, size_t n);
 
-typedef struct kf_matmul_task {
-    const kf_weight_t *W;
-    const float *X;
-    const kf_q8a_t *Xq;
-    uint32_t n_tok;
-    float *Y;
-    size_t ldy;
-} kf_matmul_task_t;
+/* One product, as the tile functions see it. */
+typedef kf_cpu_mm_t kf_matmul_task_t;
 
 /* Rows per tile: the tile's weights (a few tens of KB) stay in L1/L2 while every token of the
  * batch streams past them, so each weight byte comes from memory once per call. */
@@ -1280,15 +1274,9 @@ kf_cpu_matmul_multi(kf_cpu_pool_t *pool, const kf_cpu_mm_t *mm, uint32_t n)
     KF_ASSERT(n >= 1 && n <= KF_CPU_MM_MAX);
     kf_matmul_multi_t run = {.n = n};
     for (uint32_t i = 0; i < n; i++) {
-        const kf_weight_t *W = mm[i].W;
-        KF_ASSERT(!kf_cpu_type_uses_q8a(W->type) || mm[i].Xq);
-        run.mt[i] = (kf_matmul_task_t){.W = W,
-                                       .X = mm[i].X,
-                                       .Xq = mm[i].Xq,
-                                       .n_tok = mm[i].n_tok,
-                                       .Y = mm[i].Y,
-                                       .ldy = mm[i].ldy};
-        run.first[i + 1] = run.first[i] + (W->ne1 + KF_MM_TILE - 1) / KF_MM_TILE;
+        KF_ASSERT(!kf_cpu_type_uses_q8a(mm[i].W->type) || mm[i].Xq);
+        run.mt[i] = mm[i];
+        run.first[i + 1] = run.first[i] + (mm[i].W->ne1 + KF_MM_TILE - 1) / KF_MM_TILE;
     }
     /* About 8 grabs per thread: few atomics, still fine-grained enough to rebalance. */
     uint64_t chunk = run.first[n] / (8u * (uint64_t)kf_cpu_pool_size(pool));
