@@ -110,12 +110,12 @@ kf_err_t kf_conf_load_env(kf_conf_t *conf, char *const *envp, char *errstr, size
 kf_err_t
 kf_conf_set(kf_conf_t *conf, const char *key, const char *value, char *errstr, size_t errstr_size);
 
-/* Applies the core keys to the process: log.level -> kf_log_set_level(). Call after loading. */
 /* Sets one "KEY=VALUE" assignment (the argument of a --set option); KF_ERR_CONFIG naming the
  * text when it has no '='. */
 kf_err_t
 kf_conf_set_assignment(kf_conf_t *conf, const char *assignment, char *errstr, size_t errstr_size);
 
+/* Applies the core keys to the process: log.level -> kf_log_set_level(). Call after loading. */
 void kf_conf_apply_core(const kf_conf_t *conf);
 
 /* Typed getters for registered keys. Asking for an unregistered key or with the wrong type is a

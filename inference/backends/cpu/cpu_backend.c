@@ -18,6 +18,7 @@
 #include "cpu_pool.h"
 #include "kf_backend_int.h"
 #include "kf_log.h"
+#include "kf_quant.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -149,7 +150,7 @@ kf_cpu_repack(kf_cpu_t *c, kf_weight_t *wt, int release_src)
     wt->type = KF_TT_CPU_Q8_0X8;
     wt->data = dst;
     /* A Q8_0 row's size: 8 of them are one group (the kernels step by it). */
-    wt->row_bytes = (size_t)(wt->ne0 / 32) * 34;
+    wt->row_bytes = kf_quant_row_size(KF_TT_Q8_0, (int64_t)wt->ne0);
     return KF_OK;
 }
 
@@ -417,13 +418,13 @@ kf_cpu_forward(kf_backend_t *be, const kf_batch_t *batch, kf_logits_t *out)
 
     /* Token embeddings: one row of tok_embd per token, widened to float. */
     for (uint32_t t = 0; t < T; t++) {
-        const uint8_t *row = (const uint8_t *)w->tok_embd.data +
-                             (size_t)batch->toks[t].token * w->tok_embd.row_bytes;
+        uint64_t tok = (uint64_t)batch->toks[t].token;
         if (w->tok_embd.type == KF_TT_CPU_Q8_0X8)
-            kf_cpu_q8x8_dequant_row(w->tok_embd.data, E, (uint64_t)batch->toks[t].token,
-                                    c->x + t * E);
+            kf_cpu_q8x8_dequant_row(w->tok_embd.data, E, tok, c->x + t * E);
         else
-            kf_cpu_dequant_row(w->tok_embd.type, row, c->x + t * E, E);
+            kf_cpu_dequant_row(w->tok_embd.type,
+                               (const uint8_t *)w->tok_embd.data + tok * w->tok_embd.row_bytes,
+                               c->x + t * E, E);
     }
 
     kf_cpu_attn_runs(c, batch);

@@ -910,9 +910,6 @@ KF_FLOAT_KERNELS(bf16, uint16_t)
 
 typedef float (*kf_dotq_fn)(const void *w, const kf_q8a_t *x, size_t n);
 
-/* One product, as the tile functions see it. */
-typedef kf_cpu_mm_t kf_matmul_task_t;
-
 /* Rows per tile: the tile's weights (a few tens of KB) stay in L1/L2 while every token of the
  * batch streams past them, so each weight byte comes from memory once per call. */
 #define KF_MM_TILE 8
@@ -927,16 +924,16 @@ _Static_assert(KF_MM_TILE == 8, "a Q8_0x8 group is one tile");
 #define KF_MM_TB 64
 
 /* Single tokens (and the scalar build): row after row, each read in order. */
-#define KF_FLOAT_TILE_1(NAME, WT)                                                                 \
-    static void kf_tile1_##NAME(const kf_matmul_task_t *mt, uint32_t t, uint64_t r0, uint64_t r1) \
-    {                                                                                             \
-        const kf_weight_t *W = mt->W;                                                             \
-        size_t n = (size_t)W->ne0;                                                                \
-        const uint8_t *base = W->data;                                                            \
-        const float *x = mt->X + (size_t)t * n;                                                   \
-        float *y = mt->Y + (size_t)t * mt->ldy;                                                   \
-        for (uint64_t r = r0; r < r1; r++)                                                        \
-            y[r] = kf_mm_##NAME##_1x1((const WT *)(base + r * W->row_bytes), x, n);               \
+#define KF_FLOAT_TILE_1(NAME, WT)                                                            \
+    static void kf_tile1_##NAME(const kf_cpu_mm_t *mt, uint32_t t, uint64_t r0, uint64_t r1) \
+    {                                                                                        \
+        const kf_weight_t *W = mt->W;                                                        \
+        size_t n = (size_t)W->ne0;                                                           \
+        const uint8_t *base = W->data;                                                       \
+        const float *x = mt->X + (size_t)t * n;                                              \
+        float *y = mt->Y + (size_t)t * mt->ldy;                                              \
+        for (uint64_t r = r0; r < r1; r++)                                                   \
+            y[r] = kf_mm_##NAME##_1x1((const WT *)(base + r * W->row_bytes), x, n);          \
     }
 
 #if defined(KF_CPU_AVX2) && defined(__AVX512F__)
@@ -1053,7 +1050,7 @@ _Static_assert(KF_MMZ_T == 6, "KF_MMZ_FNS lists the kernels for 1..6 tokens");
  * into L1 it measured 64, as the prefetches then hold the L1 miss buffers). Later groups
  * "prefetch" the lines they read (pf 0), a hit. */
 static void
-kf_tilez(const kf_matmul_task_t *mt,
+kf_tilez(const kf_cpu_mm_t *mt,
          uint64_t r0,
          uint64_t r1,
          const kf_mmz_fn *fr,
@@ -1104,7 +1101,7 @@ kf_tilez(const kf_matmul_task_t *mt,
                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)), \
                              (const WT *)w, x, i, n);                                          \
     }                                                                                          \
-    static void kf_tile_##NAME(const kf_matmul_task_t *mt, uint64_t r0, uint64_t r1)           \
+    static void kf_tile_##NAME(const kf_cpu_mm_t *mt, uint64_t r0, uint64_t r1)                \
     {                                                                                          \
         if (mt->n_tok == 1)                                                                    \
             kf_tile1_##NAME(mt, 0, r0, r1);                                                    \
@@ -1115,7 +1112,7 @@ kf_tilez(const kf_matmul_task_t *mt,
 /* Rows [r0, r1) (at most KF_MM_TILE) x all tokens of a float-weight matmul. */
 #define KF_FLOAT_TILE(NAME, WT, TY)                                                     \
     KF_FLOAT_TILE_1(NAME, WT)                                                           \
-    static void kf_tile_##NAME(const kf_matmul_task_t *mt, uint64_t r0, uint64_t r1)    \
+    static void kf_tile_##NAME(const kf_cpu_mm_t *mt, uint64_t r0, uint64_t r1)         \
     {                                                                                   \
         const kf_weight_t *W = mt->W;                                                   \
         size_t n = (size_t)W->ne0, n16 = n & ~(size_t)15, ldy = mt->ldy;                \
@@ -1153,12 +1150,12 @@ kf_tilez(const kf_matmul_task_t *mt,
             kf_tile1_##NAME(mt, t, r0, r1);                                             \
     }
 #else
-#define KF_FLOAT_TILE(NAME, WT, TY)                                                  \
-    KF_FLOAT_TILE_1(NAME, WT)                                                        \
-    static void kf_tile_##NAME(const kf_matmul_task_t *mt, uint64_t r0, uint64_t r1) \
-    {                                                                                \
-        for (uint32_t t = 0; t < mt->n_tok; t++)                                     \
-            kf_tile1_##NAME(mt, t, r0, r1);                                          \
+#define KF_FLOAT_TILE(NAME, WT, TY)                                             \
+    KF_FLOAT_TILE_1(NAME, WT)                                                   \
+    static void kf_tile_##NAME(const kf_cpu_mm_t *mt, uint64_t r0, uint64_t r1) \
+    {                                                                           \
+        for (uint32_t t = 0; t < mt->n_tok; t++)                                \
+            kf_tile1_##NAME(mt, t, r0, r1);                                     \
     }
 #endif
 
@@ -1171,7 +1168,7 @@ typedef void (*kf_dotq4_fn)(const void *w, const kf_q8a_t *const x[4], size_t n,
 /* Rows [r0, r1) x all tokens of a matmul with int8 activations: groups of four tokens through
  * the type's x4 kernel (weights unpacked once per four tokens), the remainder one by one. */
 static void
-kf_tile_q(const kf_matmul_task_t *mt, kf_dotq_fn dq, kf_dotq4_fn dq4, uint64_t r0, uint64_t r1)
+kf_tile_q(const kf_cpu_mm_t *mt, kf_dotq_fn dq, kf_dotq4_fn dq4, uint64_t r0, uint64_t r1)
 {
     const kf_weight_t *W = mt->W;
     size_t n = (size_t)W->ne0, nb = n / KF_Q8A_BLOCK;
@@ -1197,7 +1194,7 @@ kf_tile_q(const kf_matmul_task_t *mt, kf_dotq_fn dq, kf_dotq4_fn dq4, uint64_t r
 
 /* Rows rt .. re - 1 (one tile) of mt's product. */
 static void
-kf_matmul_tile(const kf_matmul_task_t *mt, uint64_t rt, uint64_t re)
+kf_matmul_tile(const kf_cpu_mm_t *mt, uint64_t rt, uint64_t re)
 {
     const kf_weight_t *W = mt->W;
     kf_dotq_fn dq = NULL;
@@ -1238,7 +1235,7 @@ typedef struct kf_matmul_multi {
     uint64_t chunk;         /* tiles per grab */
     uint32_t n;
     uint64_t first[KF_CPU_MM_MAX + 1]; /* product i has tiles first[i] .. first[i + 1] - 1 */
-    kf_matmul_task_t mt[KF_CPU_MM_MAX];
+    kf_cpu_mm_t mt[KF_CPU_MM_MAX];
 } kf_matmul_multi_t;
 
 static void
@@ -1260,7 +1257,7 @@ kf_matmul_worker(void *arg, int ith, int nth)
         for (uint64_t tile = c0; tile < c1; tile++) {
             while (tile >= mm->first[i + 1])
                 i++;
-            const kf_matmul_task_t *mt = &mm->mt[i];
+            const kf_cpu_mm_t *mt = &mm->mt[i];
             uint64_t rt = (tile - mm->first[i]) * KF_MM_TILE;
             uint64_t re = rt + KF_MM_TILE < mt->W->ne1 ? rt + KF_MM_TILE : mt->W->ne1;
             kf_matmul_tile(mt, rt, re);

@@ -80,8 +80,9 @@ float kf_cpu_dot_q4_k_ref(const void *w, const kf_q8a_t *x, size_t n);
 float kf_cpu_dot_q6_k_ref(const void *w, const kf_q8a_t *x, size_t n);
 
 /*
- * Q8_0x8: the CPU backend's own layout of a Q8_0 matrix whose row count is a multiple of 8
- * (cpu_q8x8.c). Eight rows form a group; per 32-column block a group holds the eight f16
+ * Q8_0x8: the CPU backend's own layout of a Q8_0 matrix (cpu_q8x8.c; a last group of fewer
+ * than 8 rows is padded with zero rows). Eight rows form a group; per 32-column block a group
+ * holds the eight f16
  * scales (16 bytes) and then 256 bytes of quants in which 32-byte chunk j carries bytes
  * 4j..4j+3 of rows 0..7 in turn, each stored as q ^ 0x80 (q + 128, unsigned). Same size as
  * the GGUF layout (8 x 34 bytes per block). One 32-byte load then feeds an 8-row partial dot

@@ -118,7 +118,7 @@ kf_cpu_q8x8_requant_groups(kf_tensor_type_t t,
                            uint64_t g0,
                            uint64_t g1)
 {
-    size_t q8_rb = (size_t)(ne0 / 32) * 34;
+    size_t q8_rb = kf_quant_row_size(KF_TT_Q8_0, (int64_t)ne0);
     size_t group_bytes = (size_t)(ne0 / 32) * KF_Q8X8_GROUP_BLOCK_BYTES;
     float *f = malloc(sizeof(float) * (size_t)ne0);
     uint8_t *q8 = malloc(q8_rb * 8);
